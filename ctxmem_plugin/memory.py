@@ -1,0 +1,507 @@
+"""ContextMemory: the one API that the CLI and every integration call."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+from pydantic import ValidationError
+
+from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.encoder import TextEncoder, load_encoder
+from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
+from ctxmem_plugin.filters import Filters
+from ctxmem_plugin.indexing import embed_text, index_text
+from ctxmem_plugin.lock import WriterLock
+from ctxmem_plugin.records import Hit, StoredTurn, Turn
+from ctxmem_plugin.retrieval import METHODS, HybridRetriever, RetrievalConfig
+from ctxmem_plugin.store import DB_NAME, LongTermStore, NewRow
+from ctxmem_plugin.vector_index import VectorIndex
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Message = Turn | Mapping[str, Any]
+NamespaceLike = Sequence[str] | str
+
+
+def _async_twin(method: Callable[P, R]) -> Callable[P, Any]:
+    """The async version of a method: the same code, run in a worker thread."""
+
+    @functools.wraps(method)
+    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    twin.__doc__ = f"Async twin of :meth:`{method.__name__}` (runs it in a worker thread)."
+    return twin
+
+
+def to_turn(message: Message, where: str = "") -> Turn:
+    """Validate one message (a :class:`Turn` or an OpenAI-style dict) into a :class:`Turn`."""
+    if isinstance(message, Turn):
+        return message
+    if not isinstance(message, Mapping):
+        raise InputError(f"a message must be a dict or Turn, got {type(message).__name__}", where)
+    data = dict(message)
+    if "speaker" not in data and "name" in data:
+        data["speaker"] = data.pop("name")
+    try:
+        return Turn.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        raise InputError(f"{loc}: {err['msg']}", where) from None
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: turns added, duplicates skipped, invalid records skipped (with sources)."""
+
+    added: int = 0
+    duplicates: int = 0
+    invalid: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ContextMemory:
+    """Long-term memory for agents, in one directory.
+
+    Args:
+        path: the memory directory (created if missing, unless ``read_only``).
+        model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
+        encoder: the embedding model: a local sentence-transformers directory or an encoder
+            object; ``None`` = the encoder the model was trained with, else all-MiniLM-L6-v2.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        read_only: open for reading only; a missing directory is then an error.
+        retrieval: hybrid retrieval settings.
+        lock_timeout: seconds to wait for another writer.
+
+    Example:
+        >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
+        ...     mem.add([{"role": "user", "content": "My dog is called Biscuit"}], namespace=("u1",))
+        ...     mem.search("what is my dog's name?", namespace=("u1",))[0].text
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        model: str | Path | None = None,
+        encoder: str | Path | TextEncoder | None = None,
+        device: str = "auto",
+        read_only: bool = False,
+        retrieval: RetrievalConfig | None = None,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.device = device
+        if read_only and not (self.path / DB_NAME).is_file():
+            raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._guard = threading.RLock()
+        self._lock: WriterLock | None = None
+        if not read_only:
+            self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
+            self._lock.acquire()
+        try:
+            self.store = LongTermStore(self.path, read_only=read_only)
+            self.slots = None
+            if model is not None:
+                from ctxmem_plugin.slot_runtime import SlotRuntime
+
+                self.slots = SlotRuntime.load(Path(model), self.store, device=device)
+                if encoder is None:
+                    encoder = self.slots.encoder_hint()
+            self.encoder = load_encoder(encoder, device=device)
+            self._index: VectorIndex | None = None
+            self.retrieval = retrieval or RetrievalConfig()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> ContextMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save the vector index if it changed, close the database, release the writer lock."""
+        with self._guard:
+            if getattr(self, "store", None) is None:
+                return
+            if self._index is not None and self._index.dirty and not self.read_only:
+                self._index.save(self.store.generation)
+            self.store.close()
+            self.store = None  # type: ignore[assignment]
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def flush(self) -> None:
+        """Write the vector index to disk now (it is otherwise written on close)."""
+        with self._guard:
+            if self._index is not None and self._index.dirty and not self.read_only:
+                self._index.save(self.store.generation)
+
+    def _check_encoder(self) -> None:
+        """Record the encoder in a new memory; refuse another one on an existing memory."""
+        name, dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
+        if name is None:
+            if not self.read_only:
+                with self.store.transaction():
+                    self.store.set_meta("encoder", self.encoder.name)
+                    self.store.set_meta("dim", str(self.encoder.dim))
+            return
+        if name != self.encoder.name or int(dim or 0) != self.encoder.dim:
+            raise ModelMismatchError(
+                f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
+                f"({self.encoder.dim}-d); open it with the same encoder or re-ingest into a new memory"
+            )
+
+    @property
+    def index(self) -> VectorIndex:
+        """The FAISS index, loaded on first use and caught up with SQLite if stale or missing."""
+        if self._index is None:
+            self._check_encoder()
+            index = VectorIndex(self.encoder.dim, self.path)
+            generation = self.store.generation
+            if not index.load(generation):
+                dim = self.encoder.dim
+                added, removed = index.sync(self.store.all_ids(), lambda ids: self.store.vectors(ids, dim))
+                if (added or removed or not (self.path / "vectors.faiss").exists()) and not self.read_only:
+                    index.save(generation)
+            self._index = index
+        return self._index
+
+    @property
+    def retriever(self) -> HybridRetriever:
+        return HybridRetriever(self.store, self.index, self.retrieval)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
+        """Store messages in ``namespace``; returns their ids, in order.
+
+        Args:
+            messages: one or more :class:`Turn` or dicts ``{"role", "content", "speaker"?,
+                "timestamp"?, "metadata"?, "key"?}``.
+            namespace: where they belong, e.g. ``("user-42", "session-7")``.
+            dedupe: skip messages identical to one already in the namespace (their id is
+                returned as ``-1``).
+        """
+        if isinstance(messages, (Turn, Mapping)):
+            messages = [messages]
+        turns = [to_turn(m, f"message {i}") for i, m in enumerate(messages)]
+        return self._add(turns, namespace, [None] * len(turns) if dedupe else None)
+
+    def _add(self, turns: Sequence[Turn], namespace: NamespaceLike, positions: Sequence[Any] | None) -> list[int]:
+        self._writable()
+        space = ns.validate(namespace)
+        if not turns:
+            return []
+        hashes = [t.content_hash(positions[i] if positions is not None else None) for i, t in enumerate(turns)]
+        with self._guard:
+            index = self.index
+            keep = list(range(len(turns)))
+            if positions is not None:
+                seen = self.store.existing_hashes(space, hashes)
+                keep = [i for i in keep if hashes[i] not in seen and not seen.add(hashes[i])]  # type: ignore[func-returns-value]
+            vectors = self.encoder.encode([embed_text(turns[i]) for i in keep])  # (n, d)
+            rows = [NewRow(turns[i], index_text(turns[i]), hashes[i], vectors[j]) for j, i in enumerate(keep)]
+            with self.store.transaction():
+                ids, replaced = self.store.insert(space, rows)
+                if self.slots is not None:
+                    self.slots.update(space, np.asarray(ids, dtype=np.int64), vectors)
+            _apply_to_index(index, ids, vectors, replaced)
+        out = [-1] * len(turns)
+        for j, i in enumerate(keep):
+            out[i] = ids[j]
+        return out
+
+    def ingest(
+        self,
+        logs: Sequence[Any],
+        namespace: NamespaceLike,
+        *,
+        split_conversations: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Add parsed chat logs (:class:`ctxmem_plugin.formats.ParsedLog`), one transaction per file.
+
+        Re-ingesting the same file adds nothing: each turn is identified by its content and its
+        position in its conversation.
+        """
+        report = IngestReport()
+        start = time.perf_counter()
+        base = ns.validate(namespace)
+        for log in logs:
+            report.invalid += [str(e) for e in log.skipped]
+            groups: dict[ns.Namespace, list[Any]] = {}
+            for st in log.turns:
+                space = (*base, st.conversation) if split_conversations else base
+                groups.setdefault(space, []).append(st)
+            with self._guard:
+                for space, items in groups.items():
+                    ns.validate(space)
+                ids = self._add_groups(groups)
+            added = sum(1 for i in ids if i >= 0)
+            report.added += added
+            report.duplicates += len(ids) - added
+            if progress is not None:
+                progress(len(log.turns))
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _add_groups(self, groups: dict[ns.Namespace, list[Any]]) -> list[int]:
+        """All groups of one file in one transaction: a file is ingested whole or not at all."""
+        self._writable()
+        index = self.index
+        plan = []
+        for space, items in groups.items():
+            turns = [st.turn for st in items]
+            hashes = [st.turn.content_hash(f"{st.conversation}#{st.position}") for st in items]
+            seen = self.store.existing_hashes(space, hashes)
+            keep = [i for i in range(len(turns)) if hashes[i] not in seen and not seen.add(hashes[i])]  # type: ignore[func-returns-value]
+            plan.append((space, turns, hashes, keep))
+        texts = [embed_text(turns[i]) for _, turns, _, keep in plan for i in keep]
+        vectors = self.encoder.encode(texts)  # (n, d), one batched pass for the whole file
+        out: list[int] = []
+        new_ids: list[int] = []
+        replaced: list[int] = []
+        offset = 0
+        with self.store.transaction():
+            for space, turns, hashes, keep in plan:
+                vecs = vectors[offset : offset + len(keep)]
+                offset += len(keep)
+                rows = [NewRow(turns[i], index_text(turns[i]), hashes[i], vecs[j]) for j, i in enumerate(keep)]
+                ids, gone = self.store.insert(space, rows)
+                replaced += gone
+                if self.slots is not None and ids:
+                    self.slots.update(space, np.asarray(ids, dtype=np.int64), vecs)
+                got = [-1] * len(turns)
+                for j, i in enumerate(keep):
+                    got[i] = ids[j]
+                out += got
+                new_ids += ids
+        _apply_to_index(index, new_ids, vectors, replaced)
+        return out
+
+    def delete(self, ids: Sequence[int]) -> list[int]:
+        """Delete turns by id; returns the ids that existed."""
+        self._writable()
+        with self._guard:
+            index = self.index
+            with self.store.transaction():
+                found = self.store.delete(list(ids))
+            index.remove(np.asarray(found, dtype=np.int64))
+            return found
+
+    def forget(self, namespace: NamespaceLike) -> int:
+        """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
+
+        Deleted content is overwritten in the database file, the WAL is truncated and the
+        vector index is saved without it, so nothing of it is left on disk. Returns the count.
+        """
+        self._writable()
+        space = ns.validate(namespace)
+        with self._guard:
+            index = self.index
+            with self.store.transaction():
+                ids = self.store.forget(space)
+            index.remove(np.asarray(ids, dtype=np.int64))
+            self.store.scrub()
+            index.save(self.store.generation)
+            return len(ids)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise InputError("this memory was opened read-only")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[int]) -> list[StoredTurn]:
+        """Turns by id (unknown ids are left out)."""
+        with self._guard:
+            return self.store.get(list(ids))
+
+    def get_by_key(self, namespace: NamespaceLike, key: str) -> StoredTurn | None:
+        """The turn stored under ``key`` in exactly ``namespace``, if any."""
+        with self._guard:
+            return self.store.get_by_key(ns.validate(namespace), key)
+
+    def list(
+        self,
+        namespace: NamespaceLike = (),
+        filters: Filters | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        order: str = "id",
+    ) -> list[StoredTurn]:
+        """Turns under a namespace prefix, without a query (``order``: ``id`` or ``-updated_at``)."""
+        with self._guard:
+            return self.store.select(ns.validate(namespace, allow_empty=True), filters, limit=limit, offset=offset, order=order)
+
+    def namespaces(self, prefix: NamespaceLike = ()) -> list[tuple[ns.Namespace, int]]:
+        """Every namespace under ``prefix`` with its number of turns."""
+        with self._guard:
+            return self.store.namespaces(ns.validate(prefix, allow_empty=True))
+
+    def search(
+        self,
+        query: str,
+        namespace: NamespaceLike = (),
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        method: str = "auto",
+        offset: int = 0,
+    ) -> list[Hit]:
+        """The ``k`` turns under the namespace prefix most relevant to ``query``.
+
+        Args:
+            query: what to look for (a question, the user's latest message...).
+            namespace: the prefix to search under; only turns under it can be returned.
+            k: how many hits.
+            filters: metadata filters, e.g. ``{"session": {"$gte": 3}}`` (see :mod:`ctxmem_plugin.filters`).
+            method: ``auto`` (``ctxmem`` with a model, else ``hybrid``), ``ctxmem``, ``hybrid``,
+                ``bm25`` or ``dense``.
+            offset: skip this many of the best hits (paging).
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query must be a non-empty string")
+        if k < 0 or offset < 0:
+            raise InputError("k and offset must be >= 0")
+        space = ns.validate(namespace, allow_empty=True)
+        if method == "auto":
+            method = "ctxmem" if self.slots is not None else "hybrid"
+        if method not in (*METHODS, "ctxmem"):
+            raise InputError(f"unknown method {method!r}; expected auto, ctxmem, {', '.join(METHODS)}")
+        if method == "ctxmem" and self.slots is None:
+            raise InputError("method 'ctxmem' needs a trained model: ContextMemory(path, model=DIR)")
+        with self._guard:
+            qv = self.encoder.encode_query(query)
+            retriever = self.retriever
+            if method == "ctxmem":
+                cands = retriever.candidates(query, qv, space, filters, method="hybrid", pool=self.slots.pool)
+                cands = self.slots.rescore(cands, self.store)  # type: ignore[union-attr]
+            else:
+                cands = retriever.candidates(query, qv, space, filters, method=method)
+            top = cands.top(k + offset)
+            rows = {t.id: t for t in self.store.get(top.ids.tolist())}
+        hits = []
+        for j in range(offset, len(top)):
+            row = rows[int(top.ids[j])]
+            hits.append(
+                Hit(
+                    id=row.id, text=row.content, score=float(top.score[j]), namespace=row.namespace,
+                    metadata=row.metadata, signals=top.signals[j], speaker=row.speaker, role=row.role,
+                    timestamp=row.timestamp,
+                )
+            )
+        return hits
+
+    def context(self, query: str, namespace: NamespaceLike = (), max_tokens: int = 1000, *, k: int = 20) -> str:
+        """Prompt-ready text: the most relevant memories, with speaker and time, within a budget.
+
+        The best hits are taken while they fit in ``max_tokens`` (estimated as characters / 4),
+        then shown in the order they were said.
+        """
+        hits = self.search(query, namespace, k=k)
+        chosen: list[Hit] = []
+        used = 0
+        for hit in hits:
+            line = format_hit(hit)
+            cost = math.ceil(len(line) / 4) + 1
+            if used + cost > max_tokens:
+                continue
+            chosen.append(hit)
+            used += cost
+        chosen.sort(key=lambda h: h.id)  # ids follow the order things were said
+        return "\n".join(format_hit(h) for h in chosen)
+
+    def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
+        """Which slots the query attends to, and which turns each of those slots holds most of."""
+        if self.slots is None:
+            raise InputError("explain needs a trained model: ContextMemory(path, model=DIR)")
+        space = ns.validate(namespace)
+        with self._guard:
+            return self.slots.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: turns per namespace, files on disk, encoder, model."""
+        with self._guard:
+            spaces = self.store.namespaces(())
+            files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            return {
+                "path": str(self.path),
+                "turns": sum(c for _, c in spaces),
+                "namespaces": {ns.format_namespace(s): c for s, c in spaces},
+                "encoder": self.store.get_meta("encoder"),
+                "dim": int(self.store.get_meta("dim") or 0),
+                "model": None if self.slots is None else self.slots.describe(),
+                "files": files,
+                "bytes": sum(files.values()),
+            }
+
+    aadd = _async_twin(add)
+    aingest = _async_twin(ingest)
+    adelete = _async_twin(delete)
+    aforget = _async_twin(forget)
+    aget = _async_twin(get)
+    aget_by_key = _async_twin(get_by_key)
+    alist = _async_twin(list)
+    anamespaces = _async_twin(namespaces)
+    asearch = _async_twin(search)
+    acontext = _async_twin(context)
+    aexplain = _async_twin(explain)
+    astats = _async_twin(stats)
+
+
+def _apply_to_index(index: VectorIndex, ids: Sequence[int], vectors: np.ndarray, replaced: Sequence[int]) -> None:
+    """Mirror a committed insert in FAISS: drop replaced rows (a key upsert), add the new ones.
+
+    A row can be both new and replaced when one call upserts the same key twice.
+    """
+    gone = set(replaced)
+    index.remove(np.asarray(sorted(gone), dtype=np.int64))
+    keep = [j for j, i in enumerate(ids) if i not in gone]
+    if keep:
+        index.add(np.asarray([ids[j] for j in keep], dtype=np.int64), vectors[keep])
+
+
+def format_hit(hit: Hit) -> str:
+    """``[2023-05-08 13:56] Caroline: text`` (the time left out when unknown)."""
+    when = f"[{hit.timestamp.replace('T', ' ')[:16]}] " if hit.timestamp else ""
+    who = hit.speaker or hit.role
+    return f"{when}{who}: {hit.text}"
+
+
+def dumps_hits(hits: Sequence[Hit]) -> str:
+    """Hits as a JSON array (for ``--json`` output)."""
+    return json.dumps(
+        [
+            {
+                "id": h.id, "score": h.score, "namespace": ns.format_namespace(h.namespace), "speaker": h.speaker,
+                "role": h.role, "timestamp": h.timestamp, "text": h.text, "metadata": h.metadata, "signals": h.signals,
+            }
+            for h in hits
+        ],
+        ensure_ascii=False,
+    )

@@ -1,0 +1,110 @@
+"""The SQLite schema, as named migrations applied in order, each in its own transaction.
+
+A memory directory records the last migration it applied (``PRAGMA user_version``); opening it
+applies the ones after that. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from ctxmem_plugin.errors import CtxMemError
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit the open transaction."""
+    for statement in _split(script):
+        db.execute(statement)
+
+
+def _split(script: str) -> list[str]:
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    return [s for s in statements if s]
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _run(
+        db,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+        -- AUTOINCREMENT: ids are never reused after a delete, so they are safe as FAISS ids.
+        CREATE TABLE turns (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            namespace    TEXT NOT NULL,
+            key          TEXT,
+            role         TEXT NOT NULL,
+            speaker      TEXT,
+            content      TEXT NOT NULL,
+            index_text   TEXT NOT NULL,
+            timestamp    TEXT,
+            created_at   REAL NOT NULL,
+            updated_at   REAL NOT NULL,
+            metadata     TEXT NOT NULL DEFAULT '{}',
+            content_hash TEXT NOT NULL,
+            vector       BLOB NOT NULL
+        );
+        CREATE INDEX turns_namespace ON turns(namespace, id);
+        CREATE INDEX turns_hash ON turns(namespace, content_hash);
+        CREATE UNIQUE INDEX turns_key ON turns(namespace, key) WHERE key IS NOT NULL;
+
+        -- External-content FTS5 over index_text (speaker, text, captions, dates), Porter-stemmed.
+        CREATE VIRTUAL TABLE turns_fts USING fts5(
+            index_text, content='turns', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER turns_ai AFTER INSERT ON turns BEGIN
+            INSERT INTO turns_fts(rowid, index_text) VALUES (new.id, new.index_text);
+        END;
+        CREATE TRIGGER turns_ad AFTER DELETE ON turns BEGIN
+            INSERT INTO turns_fts(turns_fts, rowid, index_text) VALUES ('delete', old.id, old.index_text);
+        END;
+        CREATE TRIGGER turns_au AFTER UPDATE OF index_text ON turns BEGIN
+            INSERT INTO turns_fts(turns_fts, rowid, index_text) VALUES ('delete', old.id, old.index_text);
+            INSERT INTO turns_fts(rowid, index_text) VALUES (new.id, new.index_text);
+        END;
+
+        -- Slot memory state per exact namespace, for one model (model_id); rebuildable from turns.
+        CREATE TABLE slot_states (
+            namespace    TEXT PRIMARY KEY,
+            model_id     TEXT NOT NULL,
+            last_turn_id INTEGER NOT NULL,
+            turns        INTEGER NOT NULL,
+            state        BLOB NOT NULL,
+            updated_at   REAL NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; return the schema version reached."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    if current > len(MIGRATIONS):
+        raise CtxMemError(
+            f"memory schema version {current} is newer than this ctxmem-plugin understands "
+            f"({len(MIGRATIONS)}); upgrade ctxmem-plugin"
+        )
+    for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            apply(db)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

@@ -1,0 +1,114 @@
+"""Portable JSONL export and import: one object per turn, readable without ctxmem-plugin.
+
+Each line: ``{"namespace": [...], "role", "speaker", "content", "timestamp", "created_at",
+"updated_at", "metadata", "key"}`` and, with vectors, ``"encoder"`` and ``"vector"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.errors import FormatError
+from ctxmem_plugin.indexing import index_text
+from ctxmem_plugin.records import Turn
+from ctxmem_plugin.store import LongTermStore, NewRow
+
+
+def export_jsonl(memory_dir: Path, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
+    """Write every turn under ``prefix`` to ``out`` (atomically); returns the count."""
+    if not (memory_dir / "memory.sqlite3").is_file():
+        from ctxmem_plugin.errors import MemoryNotFoundError
+
+        raise MemoryNotFoundError(f"no memory at {memory_dir}")
+    store = LongTermStore(memory_dir, read_only=True)
+    tmp = out.with_name(out.name + ".tmp")
+    count = 0
+    try:
+        encoder = store.get_meta("encoder")
+        dim = int(store.get_meta("dim") or 0)
+        with tmp.open("w", encoding="utf-8") as fh:
+            for turn in store.select(prefix):
+                record: dict[str, Any] = {
+                    "namespace": list(turn.namespace), "role": turn.role, "speaker": turn.speaker,
+                    "content": turn.content, "timestamp": turn.timestamp, "created_at": turn.created_at,
+                    "updated_at": turn.updated_at, "metadata": turn.metadata, "key": turn.key,
+                }
+                if with_vectors:
+                    record["encoder"] = encoder
+                    record["vector"] = store.vectors([turn.id], dim)[0].tolist()
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, out)
+    finally:
+        store.close()
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
+    """Add every turn of an export to ``memory`` in one transaction; ``(added, duplicates)``.
+
+    Vectors in the file are reused when they were made by the memory's encoder; otherwise the
+    text is embedded again. Re-importing the same file adds nothing.
+    """
+    records: list[tuple[ns.Namespace, Turn, np.ndarray | None]] = []
+    with src.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{src}:{line_no}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(f"invalid JSON ({exc.msg}); expected one exported turn per line", where) from None
+            if not isinstance(obj, dict) or "namespace" not in obj or "content" not in obj:
+                raise FormatError("expected an object with 'namespace' and 'content'", where)
+            space = ns.validate(obj["namespace"])
+            fields = {k: obj.get(k) for k in ("role", "speaker", "content", "timestamp", "key") if obj.get(k) is not None}
+            try:
+                turn = Turn(**fields, metadata=obj.get("metadata") or {})
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise FormatError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where) from None
+            vec = obj.get("vector")
+            usable = vec is not None and obj.get("encoder") == memory.encoder.name and len(vec) == memory.encoder.dim
+            records.append((space, turn, np.asarray(vec, dtype=np.float32) if usable else None))
+    if not records:
+        return 0, 0
+    from ctxmem_plugin.indexing import embed_text
+
+    memory._writable()
+    index = memory.index
+    todo = [i for i, (_, _, v) in enumerate(records) if v is None]
+    fresh = memory.encoder.encode([embed_text(records[i][1]) for i in todo])
+    vectors = [r[2] for r in records]
+    for j, i in enumerate(todo):
+        vectors[i] = fresh[j]
+    added_ids: list[int] = []
+    replaced: list[int] = []
+    added_vecs: list[np.ndarray] = []
+    duplicates = 0
+    with memory._guard, memory.store.transaction():
+        for (space, turn, _), vec in zip(records, vectors):
+            digest = turn.content_hash("import")
+            if memory.store.existing_hashes(space, [digest]):
+                duplicates += 1
+                continue
+            ids, gone = memory.store.insert(space, [NewRow(turn, index_text(turn), digest, vec)])
+            replaced += gone
+            if memory.slots is not None:
+                memory.slots.update(space, np.asarray(ids, dtype=np.int64), np.asarray([vec]))
+            added_ids += ids
+            added_vecs.append(vec)
+    if added_ids:
+        from ctxmem_plugin.memory import _apply_to_index
+
+        _apply_to_index(index, added_ids, np.stack(added_vecs), replaced)
+    return len(added_ids), duplicates

@@ -1,0 +1,243 @@
+"""The re-ranking head: how the slot memory helps retrieval.
+
+Upstream retrieval (FAISS + BM25 + neighbours) yields a candidate set per query with cheap
+per-candidate features, one of which is the fused upstream score. The scorer adds a learned
+residual to that score, computed from the features and, unless ablated, from how each candidate
+relates to the query's context in the slot memory. The residual starts at exactly zero, so an
+untrained scorer returns the upstream score and changes no ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SLOT_FEATURE_NAMES: tuple[str, ...] = (
+    "cos_query",  # cos(contextualised query, candidate)
+    "slot_focus",  # candidate-slot similarity weighted by the query's slot attention
+    "slot_max",  # best similarity of the candidate to any slot: is it in memory at all?
+    "slot_overlap",  # overlap of the candidate's and the query's distributions over slots
+    "bilinear",  # learned low-rank bilinear form of (contextualised query, candidate)
+)
+"""The per-candidate features derived from the slots, in the order the scorer uses them."""
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """Hyper-parameters of :class:`CtxMemScorer`; saved next to the weights.
+
+    Args:
+        num_features: F, the number of upstream per-candidate features.
+        base_score_index: the feature column holding the upstream fused score; an untrained
+            scorer returns exactly this column.
+        dim: embedding width of queries, candidates and slots.
+        hidden: width of the residual MLP.
+        depth: number of hidden layers of the residual MLP.
+        bilinear_rank: rank of the learned bilinear query-candidate term.
+        use_slots: False is the ablation: the same scorer on the upstream features alone.
+        overlap_temperature: temperature of the candidate's softmax over slots (``slot_overlap``).
+    """
+
+    num_features: int = 8
+    base_score_index: int = 0
+    dim: int = 384
+    hidden: int = 64
+    depth: int = 2
+    bilinear_rank: int = 32
+    use_slots: bool = True
+    overlap_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("num_features", "dim", "hidden", "depth", "bilinear_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        idx = self.base_score_index
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < self.num_features:
+            raise ValueError(
+                f"base_score_index must be an int in [0, {self.num_features}), got {idx!r}"
+            )
+        if not isinstance(self.use_slots, bool):
+            raise ValueError(f"use_slots must be a bool, got {self.use_slots!r}")
+        temp = self.overlap_temperature
+        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or temp <= 0:
+            raise ValueError(f"overlap_temperature must be a positive number, got {temp!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScorerConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown ScorerConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _symlog(x: Tensor) -> Tensor:
+    # BM25 scores and ranks run into the tens or hundreds; compress them without losing sign.
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def _list_standardise(x: Tensor, mask: Tensor) -> Tensor:
+    """Z-score each column across the valid candidates of its row.
+
+    Scores are only comparable within one candidate list (BM25 scale depends on the query), so
+    the scorer sees each value relative to its list as well as in absolute terms.
+
+    Args:
+        x: ``(b, n, k)``, already zero at masked candidates.
+        mask: ``(b, n)`` bool, True for real candidates.
+    """
+    w = mask.unsqueeze(-1).to(x.dtype)  # (b, n, 1)
+    count = w.sum(dim=1, keepdim=True).clamp_min(1.0)  # (b, 1, 1)
+    mean = (x * w).sum(dim=1, keepdim=True) / count  # (b, 1, k)
+    var = (((x - mean) * w) ** 2).sum(dim=1, keepdim=True) / count  # (b, 1, k)
+    return (x - mean) * w / torch.sqrt(var + 1e-6)  # (b, n, k)
+
+
+class CtxMemScorer(nn.Module):
+    """Scores candidates as ``base_score * scale + mlp(features ++ slot_features)``.
+
+    The MLP's last layer and ``log(scale)`` start at zero, so an untrained scorer returns the
+    ``base_score_index`` column exactly. With ``use_slots=False`` the slot features are left out
+    and the scorer needs only ``features`` and ``mask`` (the no-slots ablation).
+
+    Args:
+        config: the hyper-parameters.
+    """
+
+    def __init__(self, config: ScorerConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_slot = len(SLOT_FEATURE_NAMES) if config.use_slots else 0
+        in_dim = 2 * (config.num_features + n_slot)  # absolute and list-standardised versions
+
+        if config.use_slots:
+            r = config.bilinear_rank
+            self.bil_query = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
+            self.bil_cand = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
+
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(config.depth):
+            layers += [nn.Linear(width, config.hidden), nn.GELU()]
+            width = config.hidden
+        last = nn.Linear(width, 1)
+        # Zero output: the residual adds nothing until trained, so no ranking changes at init.
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(*layers, last)
+        # A learnable temperature on the base score lets the listwise loss sharpen or flatten it;
+        # exp(0) == 1 exactly, so the untrained output is still the base column bit for bit.
+        self.log_base_scale = nn.Parameter(torch.zeros(()))
+
+    def slot_features(
+        self, query: Tensor, attention: Tensor, cand: Tensor, slots: Tensor
+    ) -> Tensor:
+        """The per-candidate slot features named in :data:`SLOT_FEATURE_NAMES`.
+
+        Args:
+            query: contextualised query ``(b, d)`` (``SlotMemory.contextualise``).
+            attention: the query's attention over the slots ``(b, m)``.
+            cand: candidate turn embeddings ``(b, n, d)``.
+            slots: the namespace's memory ``(b, m, d)``.
+
+        Returns:
+            ``(b, n, 5)``.
+        """
+        qn = F.normalize(query, dim=-1)  # (b, d)
+        cn = F.normalize(cand, dim=-1)  # (b, n, d)
+        sn = F.normalize(slots, dim=-1)  # (b, m, d)
+        cos_query = (cn @ qn.unsqueeze(-1)).squeeze(-1)  # (b, n)
+        sim = cn @ sn.transpose(-1, -2)  # (b, n, m)
+        focus = (sim * attention.unsqueeze(1)).sum(dim=-1)  # (b, n)
+        best = sim.amax(dim=-1)  # (b, n)
+        cand_attn = (sim / self.config.overlap_temperature).softmax(dim=-1)  # (b, n, m)
+        overlap = (cand_attn * attention.unsqueeze(1)).sum(dim=-1)  # (b, n)
+        bq = query @ self.bil_query.t()  # (b, r)
+        bc = cand @ self.bil_cand.t()  # (b, n, r)
+        bilinear = (bc @ bq.unsqueeze(-1)).squeeze(-1) / math.sqrt(
+            self.config.bilinear_rank
+        )  # (b, n)
+        return torch.stack([cos_query, focus, best, overlap, bilinear], dim=-1)  # (b, n, 5)
+
+    def forward(
+        self,
+        features: Tensor,
+        mask: Tensor | None = None,
+        *,
+        query: Tensor | None = None,
+        attention: Tensor | None = None,
+        cand: Tensor | None = None,
+        slots: Tensor | None = None,
+    ) -> Tensor:
+        """Score a batch of candidate lists.
+
+        Args:
+            features: upstream per-candidate features ``(b, n, F)``.
+            mask: ``(b, n)`` bool, True for real candidates; ``None`` means all real.
+            query: contextualised query ``(b, d)``; needed when ``use_slots``.
+            attention: the query's slot attention ``(b, m)``; needed when ``use_slots``.
+            cand: candidate embeddings ``(b, n, d)``; needed when ``use_slots``.
+            slots: memory ``(b, m, d)``; needed when ``use_slots``.
+
+        Returns:
+            Scores ``(b, n)``; ``-inf`` at masked candidates.
+        """
+        b, n, f = features.shape
+        if f != self.config.num_features:
+            raise ValueError(f"expected {self.config.num_features} features, got {f}")
+        if mask is None:
+            mask = torch.ones(b, n, dtype=torch.bool, device=features.device)
+        mask = mask.to(torch.bool)
+        valid = mask.unsqueeze(-1)  # (b, n, 1)
+        # Padding may hold anything (NaN included); zero it before any cross-candidate statistic.
+        feats = features.masked_fill(~valid, 0.0)  # (b, n, F)
+        base = feats[..., self.config.base_score_index]  # (b, n)
+
+        parts = [feats]
+        if self.config.use_slots:
+            if query is None or attention is None or cand is None or slots is None:
+                raise ValueError("use_slots=True needs query, attention, cand and slots")
+            cand = cand.masked_fill(~valid, 0.0)  # (b, n, d)
+            parts.append(self.slot_features(query, attention, cand, slots))  # (b, n, 5)
+        raw = torch.cat(parts, dim=-1)  # (b, n, k)
+        x = torch.cat([_symlog(raw), _list_standardise(raw, mask)], dim=-1)  # (b, n, 2k)
+
+        residual: Tensor = self.mlp(x).squeeze(-1)  # (b, n)
+        score = base * self.log_base_scale.exp() + residual  # (b, n)
+        return score.masked_fill(~mask, float("-inf"))
+
+
+def listwise_loss(scores: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Softmax cross-entropy with the target spread over the positive candidates.
+
+    Args:
+        scores: ``(b, n)``; masked entries may be ``-inf``.
+        labels: ``(b, n)`` bool, or non-negative float relevance (the target is proportional).
+        mask: ``(b, n)`` bool, True for real candidates; ``None`` means all real.
+
+    Returns:
+        The mean loss over rows with at least one real positive; rows without one are ignored
+        (a zero that keeps the graph when there are none at all).
+    """
+    if mask is None:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+    mask = mask.to(torch.bool)
+    target = labels.to(scores.dtype).clamp_min(0.0) * mask  # (b, n)
+    keep = target.sum(dim=-1) > 0  # (b,)
+    if not bool(keep.any()):
+        return scores.masked_fill(~mask, 0.0).sum() * 0.0
+    s, m, t = scores[keep], mask[keep], target[keep]  # (k, n)
+    t = t / t.sum(dim=-1, keepdim=True)
+    logp = s.masked_fill(~m, float("-inf")).log_softmax(dim=-1)  # (k, n)
+    # Zero the masked log-probs: target 0 * -inf would be NaN.
+    return -(t * logp.masked_fill(~m, 0.0)).sum(dim=-1).mean()

@@ -1,0 +1,234 @@
+"""The trainable neural context memory: a conversation compressed into M learned slots.
+
+The state is passed in and out explicitly (``write(slots, turns) -> slots``) and never kept in
+the module, so one module serves any number of sessions, batched, on any device. Each write
+costs the same whatever the length of the history: only the ``(m, d)`` slots are carried over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """Hyper-parameters of :class:`SlotMemory`; saved next to the weights.
+
+    Args:
+        dim: width of the turn embeddings and of each slot (384 for all-MiniLM-L6-v2).
+        num_slots: number of memory slots M.
+        heads: attention heads of the write step; must divide ``dim``.
+        feature_dim: extra per-turn features (speaker, time, position); 0 for none.
+        ffn_mult: width multiplier of the feed-forward refinement of the candidate update.
+        init_std: standard deviation of the learned initial slots.
+        gate_bias: initial bias of the update gate; negative keeps more of the old memory at first.
+    """
+
+    dim: int = 384
+    num_slots: int = 16
+    heads: int = 4
+    feature_dim: int = 8
+    ffn_mult: int = 2
+    init_std: float = 0.02
+    gate_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "num_slots", "heads", "ffn_mult"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("feature_dim", self.feature_dim, minimum=0)
+        for name in ("init_std", "gate_bias"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlotConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown SlotConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _eye_linear(dim: int) -> nn.Linear:
+    """A bias-free linear layer that starts as the identity.
+
+    Used for the value/output paths so that an untrained memory stores (mixtures of) the turn
+    embeddings themselves: slot-to-turn cosine similarity is meaningful before any training.
+    """
+    layer = nn.Linear(dim, dim, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dim))
+    return layer
+
+
+class SlotMemory(nn.Module):
+    """M slots of width d, updated turn by turn: ``memory(t) = f(input(t), memory(t-1))``.
+
+    Write: the slots (queries) attend to the new turns (keys/values) with multi-head attention;
+    the read-out forms a candidate update, and a GRU-style gate mixes it with the old slots.
+    Read: a query attends over the slots (single-head softmax) and the weighted slots come back.
+    Contextualise: ``query + residual(read)``, the residual starting at exactly zero, so an
+    untrained module returns the query unchanged and training is judged only by what it adds.
+
+    Args:
+        config: the hyper-parameters.
+    """
+
+    def __init__(self, config: SlotConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, m = config.dim, config.num_slots
+        # Distinct random starts break the symmetry between slots so they can specialise.
+        self.initial = nn.Parameter(torch.randn(m, d) * config.init_std)
+
+        # Write path.
+        self.feature_proj = (
+            nn.Linear(config.feature_dim, d, bias=False) if config.feature_dim else None
+        )
+        self.slot_norm = nn.LayerNorm(d)
+        self.turn_norm = nn.LayerNorm(d)
+        self.w_query = nn.Linear(d, d, bias=False)
+        self.w_key = nn.Linear(d, d, bias=False)
+        self.w_value = _eye_linear(d)
+        self.w_out = _eye_linear(d)
+        ffn_out = nn.Linear(config.ffn_mult * d, d)
+        # Zero last layer: the untrained candidate is the attention read-out itself, i.e. lives in
+        # embedding space (a random FFN would swamp unit-norm embeddings of width 384).
+        nn.init.zeros_(ffn_out.weight)
+        nn.init.zeros_(ffn_out.bias)
+        self.ffn = nn.Sequential(
+            nn.LayerNorm(d), nn.Linear(d, config.ffn_mult * d), nn.GELU(), ffn_out
+        )
+        self.gate = nn.Linear(2 * d, d)
+        with torch.no_grad():
+            self.gate.bias.fill_(config.gate_bias)
+
+        # Read path: identity projections so an untrained query attends to the slots it resembles.
+        self.read_norm = nn.LayerNorm(d)
+        self.r_query = _eye_linear(d)
+        self.r_key = _eye_linear(d)
+        # Zero-initialised so that contextualise() starts as the identity, bit-exact.
+        self.read_out = nn.Linear(d, d)
+        nn.init.zeros_(self.read_out.weight)
+        nn.init.zeros_(self.read_out.bias)
+
+    def init_slots(self, batch: int) -> Tensor:
+        """The learned initial slots for ``batch`` new sessions, shape ``(batch, m, d)``.
+
+        The result is an expanded view of the parameter; :meth:`write` never modifies its input.
+        """
+        return self.initial.unsqueeze(0).expand(batch, -1, -1)  # (b, m, d)
+
+    def write(
+        self,
+        slots: Tensor,
+        turns: Tensor,
+        mask: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        """Fold a chunk of new turns into the slots.
+
+        Call repeatedly to process a conversation in chunks (one turn, one ``add()`` call or one
+        session per call); the cost depends on the chunk only, never on the history.
+
+        Args:
+            slots: current memory, ``(b, m, d)``.
+            turns: new turn embeddings, ``(b, t, d)``.
+            mask: ``(b, t)`` bool, True for real turns; masked turns have no effect at all, and a
+                row with no real turn gets its slots back unchanged (exactly).
+            features: extra per-turn features ``(b, t, f)``; ``None`` means all zeros.
+
+        Returns:
+            The new memory, ``(b, m, d)``.
+        """
+        b, t, d = turns.shape
+        cfg = self.config
+        if slots.shape != (b, cfg.num_slots, d) or d != cfg.dim:
+            raise ValueError(
+                f"slots {tuple(slots.shape)} / turns {tuple(turns.shape)} do not match {cfg}"
+            )
+        if mask is None:
+            mask = torch.ones(b, t, dtype=torch.bool, device=turns.device)
+        mask = mask.to(torch.bool)
+        # Zero padded turns so that NaN/inf padding cannot leak through 0 * x.
+        x = turns.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, d)
+        if features is not None and self.feature_proj is None:
+            raise ValueError("features given but this SlotMemory has feature_dim=0")
+        if self.feature_proj is not None and features is not None:
+            feats = features.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, f)
+            x = x + self.feature_proj(feats)  # (b, t, d)
+
+        h, dh = cfg.heads, d // cfg.heads
+        q = self.w_query(self.slot_norm(slots)).view(b, -1, h, dh).transpose(1, 2)  # (b, h, m, dh)
+        xn = self.turn_norm(x)
+        k = self.w_key(xn).view(b, t, h, dh).transpose(1, 2)  # (b, h, t, dh)
+        v = self.w_value(x).view(b, t, h, dh).transpose(1, 2)  # (b, h, t, dh)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (b, h, m, t)
+        # finfo.min rather than -inf: a fully masked row stays finite (it is discarded below).
+        keep = mask[:, None, None, :]  # (b, 1, 1, t)
+        logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
+        attn = logits.softmax(dim=-1)  # (b, h, m, t)
+        read = (attn @ v).transpose(1, 2).reshape(b, -1, d)  # (b, m, d)
+        msg = self.w_out(read)  # (b, m, d)
+
+        candidate = msg + self.ffn(msg)  # (b, m, d)
+        gate = torch.sigmoid(self.gate(torch.cat([slots, msg], dim=-1)))  # (b, m, d)
+        new = gate * candidate + (1.0 - gate) * slots  # (b, m, d)
+        # A row with nothing new keeps its slots bit-exactly (a gate of 0 would only be close).
+        has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
+        return torch.where(has_turn, new, slots)  # (b, m, d)
+
+    def read(self, slots: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """Softmax attention of the query over the slots.
+
+        Args:
+            slots: memory, ``(b, m, d)``.
+            query: ``(b, q, d)`` or ``(b, d)``.
+
+        Returns:
+            ``(context, attention)``: the attention-weighted slots ``(b, q, d)`` and the
+            attention ``(b, q, m)``; without the ``q`` axis when the query had none.
+        """
+        squeeze = query.dim() == 2
+        qs = query.unsqueeze(1) if squeeze else query  # (b, q, d)
+        q = self.r_query(self.read_norm(qs))  # (b, q, d)
+        k = self.r_key(self.read_norm(slots))  # (b, m, d)
+        # Untrained, a logit is sqrt(d) x the query-slot correlation: about +-1 for unrelated
+        # vectors, near 10 for close ones at d=384, so attention starts selective, not one-hot.
+        attn = (q @ k.transpose(-1, -2) / math.sqrt(self.config.dim)).softmax(dim=-1)  # (b, q, m)
+        context = attn @ slots  # (b, q, d)
+        if squeeze:
+            return context.squeeze(1), attn.squeeze(1)
+        return context, attn
+
+    def contextualise(self, slots: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """The query made context-aware: ``query + read_out(read(slots, query))``.
+
+        ``read_out`` starts at zero, so an untrained module returns the query bit-exactly.
+
+        Args:
+            slots: memory, ``(b, m, d)``.
+            query: ``(b, q, d)`` or ``(b, d)``.
+
+        Returns:
+            ``(query', attention)`` with the shapes of :meth:`read`.
+        """
+        context, attn = self.read(slots, query)
+        return query + self.read_out(context), attn  # (b, [q,] d), (b, [q,] m)

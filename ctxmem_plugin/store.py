@@ -1,0 +1,350 @@
+"""LongTermStore: SQLite in WAL mode, the source of truth for everything a memory holds.
+
+Rows, texts, metadata, vectors and slot states all live in ``memory.sqlite3``; the FAISS index
+(:mod:`ctxmem_plugin.vector_index`) is derived from it and can always be rebuilt. A write is
+acknowledged when its transaction commits, and ``synchronous=FULL`` makes that durable.
+Every read that takes a namespace is restricted in SQL to that namespace prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.filters import Filters, compile_filters
+from ctxmem_plugin.migrations import migrate
+from ctxmem_plugin.records import StoredTurn, Turn
+
+DB_NAME = "memory.sqlite3"
+_SQL_VARS = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A validated turn ready to insert, with what was derived from it."""
+
+    turn: Turn
+    index_text: str
+    content_hash: str
+    vector: np.ndarray  # (d,) float32
+
+
+def _chunks(items: Sequence[Any], size: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class LongTermStore:
+    """The SQLite side of a memory directory.
+
+    Args:
+        directory: the memory directory (must exist).
+        read_only: open without the right to write (``query``, ``stats``, ``export``).
+    """
+
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
+        self.path = directory / DB_NAME
+        self.read_only = read_only
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        # Freed pages are zeroed, so deleted memories are not left readable in the file.
+        self.db.execute("PRAGMA secure_delete=ON")
+        if not read_only:
+            migrate(self.db)
+        self.db.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions and meta -------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self._bump_generation()
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def generation(self) -> int:
+        """Counter bumped by every committed write; the FAISS file records the one it matches."""
+        return int(self.get_meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.set_meta("generation", str(self.generation + 1))
+
+    # -- writes (call inside transaction()) ------------------------------------------------
+
+    def insert(
+        self, namespace: ns.Namespace, rows: Sequence[NewRow], now: float | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Insert rows; a row whose key exists in the namespace replaces it (keeps created_at).
+
+        Returns ``(new ids, ids of the rows that were replaced)``.
+        """
+        key = ns.to_key(namespace)
+        now = time.time() if now is None else now
+        ids: list[int] = []
+        replaced: list[int] = []
+        for row in rows:
+            turn = row.turn
+            created = now
+            if turn.key is not None:
+                old = self.db.execute(
+                    "SELECT id, created_at FROM turns WHERE namespace = ? AND key = ?", (key, turn.key)
+                ).fetchone()
+                if old is not None:
+                    created = old["created_at"]
+                    replaced.append(old["id"])
+                    self.db.execute("DELETE FROM turns WHERE id = ?", (old["id"],))
+            cur = self.db.execute(
+                "INSERT INTO turns(namespace, key, role, speaker, content, index_text, timestamp,"
+                " created_at, updated_at, metadata, content_hash, vector)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    turn.key,
+                    turn.role,
+                    turn.speaker,
+                    turn.content,
+                    row.index_text,
+                    turn.timestamp,
+                    created,
+                    now,
+                    json.dumps(turn.metadata, ensure_ascii=False),
+                    row.content_hash,
+                    np.asarray(row.vector, dtype=np.float32).tobytes(),
+                ),
+            )
+            ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        return ids, replaced
+
+    def delete(self, ids: Sequence[int]) -> list[int]:
+        """Delete turns by id; returns the ids that existed."""
+        found: list[int] = []
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            found += [r[0] for r in self.db.execute(f"SELECT id FROM turns WHERE id IN ({marks})", chunk)]
+            self.db.execute(f"DELETE FROM turns WHERE id IN ({marks})", chunk)
+        return found
+
+    def forget(self, prefix: ns.Namespace) -> list[int]:
+        """Delete every turn and slot state under ``prefix``; returns the deleted turn ids."""
+        low, high = ns.prefix_range(prefix)
+        ids = [r[0] for r in self.db.execute("SELECT id FROM turns WHERE namespace >= ? AND namespace < ?", (low, high))]
+        self.db.execute("DELETE FROM turns WHERE namespace >= ? AND namespace < ?", (low, high))
+        self.db.execute("DELETE FROM slot_states WHERE namespace >= ? AND namespace < ?", (low, high))
+        return ids
+
+    def scrub(self) -> None:
+        """Make deletions physical: merge FTS segments (drops deleted tokens), truncate the WAL."""
+        self.db.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def existing_hashes(self, namespace: ns.Namespace, hashes: Sequence[str]) -> set[str]:
+        key = ns.to_key(namespace)
+        found: set[str] = set()
+        for chunk in _chunks(list(hashes)):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT content_hash FROM turns WHERE namespace = ? AND content_hash IN ({marks})", (key, *chunk)
+                )
+            )
+        return found
+
+    def get(self, ids: Sequence[int]) -> list[StoredTurn]:
+        """Turns by id, in the order asked; unknown ids are left out."""
+        by_id: dict[int, StoredTurn] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.execute(f"SELECT * FROM turns WHERE id IN ({marks})", chunk):
+                by_id[r["id"]] = _stored(r)
+        return [by_id[i] for i in ids if i in by_id]
+
+    def get_by_key(self, namespace: ns.Namespace, key: str) -> StoredTurn | None:
+        r = self.db.execute(
+            "SELECT * FROM turns WHERE namespace = ? AND key = ?", (ns.to_key(namespace), key)
+        ).fetchone()
+        return None if r is None else _stored(r)
+
+    def select(
+        self,
+        prefix: ns.Namespace,
+        filters: Filters | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        order: str = "id",
+    ) -> list[StoredTurn]:
+        """Turns under ``prefix`` matching ``filters``, ordered by ``id`` or ``-updated_at``."""
+        low, high = ns.prefix_range(prefix)
+        cond, params = compile_filters(filters)
+        order_sql = {"id": "t.id", "-updated_at": "t.updated_at DESC, t.id"}[order]
+        rows = self.db.execute(
+            f"SELECT * FROM turns t WHERE t.namespace >= ? AND t.namespace < ? AND {cond}"
+            f" ORDER BY {order_sql} LIMIT ? OFFSET ?",
+            (low, high, *params, -1 if limit is None else limit, offset),
+        )
+        return [_stored(r) for r in rows]
+
+    def ids_in(self, prefix: ns.Namespace, filters: Filters | None = None) -> np.ndarray:
+        """Ids of the turns under ``prefix`` matching ``filters`` (int64, ascending)."""
+        low, high = ns.prefix_range(prefix)
+        cond, params = compile_filters(filters)
+        rows = self.db.execute(
+            f"SELECT t.id FROM turns t WHERE t.namespace >= ? AND t.namespace < ? AND {cond} ORDER BY t.id",
+            (low, high, *params),
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def bm25(
+        self,
+        match: str,
+        prefix: ns.Namespace,
+        filters: Filters | None = None,
+        *,
+        limit: int = 100,
+        ids: Sequence[int] | None = None,
+    ) -> list[tuple[int, float]]:
+        """BM25 hits ``(id, score)`` (higher is better) under ``prefix``; or scores of ``ids``."""
+        if not match:
+            return []
+        low, high = ns.prefix_range(prefix)
+        cond, params = compile_filters(filters)
+        sql = (
+            "SELECT t.id, -bm25(turns_fts) AS s FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
+            f" WHERE turns_fts MATCH ? AND t.namespace >= ? AND t.namespace < ? AND {cond}"
+        )
+        args: list[Any] = [match, low, high, *params]
+        if ids is not None:
+            out: list[tuple[int, float]] = []
+            for chunk in _chunks(list(ids)):
+                q = sql + f" AND t.id IN ({','.join('?' * len(chunk))})"
+                out += [(r[0], float(r[1])) for r in self.db.execute(q, (*args, *chunk))]
+            return out
+        rows = self.db.execute(sql + " ORDER BY s DESC, t.id LIMIT ?", (*args, limit))
+        return [(r[0], float(r[1])) for r in rows]
+
+    def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
+        """Stored vectors of ``ids`` in that order, (n, dim) float32; all ids must exist."""
+        by_id: dict[int, bytes] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            by_id.update(self.db.execute(f"SELECT id, vector FROM turns WHERE id IN ({marks})", chunk).fetchall())
+        out = np.zeros((len(ids), dim), dtype=np.float32)
+        for i, turn_id in enumerate(ids):
+            out[i] = np.frombuffer(by_id[turn_id], dtype=np.float32)
+        return out
+
+    def iter_vectors(self, batch: int = 4096, prefix: ns.Namespace = ()) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) under ``prefix`` in id order, in batches (for index rebuilds, slot replays)."""
+        low, high = ns.prefix_range(prefix)
+        last = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT id, vector FROM turns WHERE namespace >= ? AND namespace < ? AND id > ? ORDER BY id LIMIT ?",
+                (low, high, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def neighbours(self, ids: Sequence[int]) -> dict[int, tuple[int | None, int | None]]:
+        """For each id, the previous and next turn ids in the same exact namespace."""
+        out: dict[int, tuple[int | None, int | None]] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                "SELECT c.id,"
+                " (SELECT MAX(p.id) FROM turns p WHERE p.namespace = c.namespace AND p.id < c.id),"
+                " (SELECT MIN(n.id) FROM turns n WHERE n.namespace = c.namespace AND n.id > c.id)"
+                f" FROM turns c WHERE c.id IN ({marks})",
+                chunk,
+            )
+            out.update((r[0], (r[1], r[2])) for r in rows)
+        return out
+
+    def namespace_of(self, ids: Sequence[int]) -> dict[int, ns.Namespace]:
+        out: dict[int, ns.Namespace] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            out.update((r[0], ns.from_key(r[1])) for r in self.db.execute(f"SELECT id, namespace FROM turns WHERE id IN ({marks})", chunk))
+        return out
+
+    def namespaces(self, prefix: ns.Namespace = ()) -> list[tuple[ns.Namespace, int]]:
+        """Every exact namespace under ``prefix`` with its turn count, sorted."""
+        low, high = ns.prefix_range(prefix)
+        rows = self.db.execute(
+            "SELECT namespace, COUNT(*) FROM turns WHERE namespace >= ? AND namespace < ? GROUP BY namespace ORDER BY namespace",
+            (low, high),
+        )
+        return [(ns.from_key(r[0]), int(r[1])) for r in rows]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM turns").fetchone()[0])
+
+    def all_ids(self) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM turns ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # -- slot states --------------------------------------------------------------------------
+
+    def get_slot_state(self, namespace: ns.Namespace) -> tuple[str, int, int, bytes] | None:
+        """``(model_id, last_turn_id, turns, state bytes)`` of one exact namespace, if any."""
+        r = self.db.execute(
+            "SELECT model_id, last_turn_id, turns, state FROM slot_states WHERE namespace = ?", (ns.to_key(namespace),)
+        ).fetchone()
+        return None if r is None else (r[0], int(r[1]), int(r[2]), bytes(r[3]))
+
+    def put_slot_state(self, namespace: ns.Namespace, model_id: str, last_turn_id: int, turns: int, state: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO slot_states(namespace, model_id, last_turn_id, turns, state, updated_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (ns.to_key(namespace), model_id, last_turn_id, turns, state, time.time()),
+        )
+
+
+def _stored(r: sqlite3.Row) -> StoredTurn:
+    return StoredTurn(
+        id=r["id"],
+        namespace=ns.from_key(r["namespace"]),
+        role=r["role"],
+        speaker=r["speaker"],
+        content=r["content"],
+        timestamp=r["timestamp"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        metadata=json.loads(r["metadata"]),
+        key=r["key"],
+    )

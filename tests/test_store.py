@@ -1,0 +1,217 @@
+"""Properties of the long-term store: exact dense search, persistence, rebuilds, isolation, deletion."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError, NamespaceError
+from ctxmem_plugin.filters import matches
+from ctxmem_plugin.memory import ContextMemory
+
+from conftest import HashEncoder
+
+WORDS = "dog cat paris guitar pottery lisbon tea coffee running chess garden bakery violin river".split()
+
+
+def random_turns(rng: random.Random, n: int) -> list[dict]:
+    return [
+        {
+            "role": rng.choice(["user", "assistant"]),
+            "speaker": rng.choice(["Ana", "Ben", "Cy"]),
+            "content": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))),
+            "metadata": {"n": i, "tag": rng.choice(["a", "b", "c"])},
+        }
+        for i in range(n)
+    ]
+
+
+def test_dense_search_equals_bruteforce(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    rng = random.Random(0)
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        ids = []
+        for space in [("u1",), ("u1", "s2"), ("u2",)]:
+            ids += [(i, space) for i in mem.add(random_turns(rng, 80), space)]
+        for trial in range(20):
+            query = " ".join(rng.choice(WORDS) for _ in range(3))
+            prefix = rng.choice([(), ("u1",), ("u1", "s2"), ("u2",)])
+            hits = mem.search(query, prefix, k=10, method="dense")
+            allowed = [i for i, s in ids if s[: len(prefix)] == prefix]
+            vecs = mem.store.vectors(allowed, hash_encoder.dim)
+            scores = vecs @ hash_encoder.encode_query(query)
+            order = np.lexsort((np.asarray(allowed), -scores))[:10]
+            assert [h.id for h in hits] == [allowed[j] for j in order]
+            assert np.allclose([h.score for h in hits], scores[order], atol=1e-5)
+
+
+def test_hybrid_is_deterministic(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    rng = random.Random(1)
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        mem.add(random_turns(rng, 150), ("u",))
+        first = [(h.id, h.score) for h in mem.search("dog paris tea", ("u",), k=20)]
+        for _ in range(3):
+            assert [(h.id, h.score) for h in mem.search("dog paris tea", ("u",), k=20)] == first
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        assert [(h.id, h.score) for h in mem.search("dog paris tea", ("u",), k=20)] == first
+
+
+def test_reopen_and_rebuild_faiss_give_identical_results(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    rng = random.Random(2)
+    queries = ["guitar river", "chess garden tea", "lisbon bakery"]
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        mem.add(random_turns(rng, 200), ("u",))
+        mem.delete([3, 4, 5])
+        before = {q: [(h.id, round(h.score, 6)) for h in mem.search(q, ("u",), k=10)] for q in queries}
+        count = mem.stats()["turns"]
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        assert mem.stats()["turns"] == count
+        assert {q: [(h.id, round(h.score, 6)) for h in mem.search(q, ("u",), k=10)] for q in queries} == before
+    (tmp_path / "vectors.faiss").unlink()
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        assert len(mem.index) == count
+        assert {q: [(h.id, round(h.score, 6)) for h in mem.search(q, ("u",), k=10)] for q in queries} == before
+    assert (tmp_path / "vectors.faiss").is_file()
+    # A stale index (saved before later writes) is caught up, not trusted.
+    stale = (tmp_path / "vectors.faiss").read_bytes(), (tmp_path / "vectors.json").read_text()
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        new_id = mem.add({"role": "user", "content": "zebra zebra zebra"}, ("u",))[0]
+    (tmp_path / "vectors.faiss").write_bytes(stale[0])
+    (tmp_path / "vectors.json").write_text(stale[1])
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        assert mem.search("zebra", ("u",), k=1, method="dense")[0].id == new_id
+
+
+def test_isolation_randomized(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    rng = random.Random(3)
+    spaces = [("alice",), ("alice", "s1"), ("alice", "s2"), ("alicex",), ("bob",), ("bob", "alice"), ("al",)]
+    owner: dict[int, tuple[str, ...]] = {}
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        for space in spaces:
+            for i in mem.add(random_turns(rng, 40), space):
+                owner[i] = space
+        for _ in range(60):
+            prefix = rng.choice(spaces)
+            method = rng.choice(["hybrid", "bm25", "dense"])
+            filters = rng.choice([None, {"tag": "a"}, {"n": {"$lt": 10}}])
+            query = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+            hits = mem.search(query, prefix, k=rng.choice([1, 10, 100]), filters=filters, method=method)
+            for h in hits:
+                assert owner[h.id][: len(prefix)] == prefix, (prefix, owner[h.id])
+                assert h.namespace == owner[h.id]
+                assert matches(filters, h.metadata)
+            listed = mem.list(prefix)
+            assert {t.id for t in listed} == {i for i, s in owner.items() if s[: len(prefix)] == prefix}
+
+
+@pytest.mark.parametrize("bad", [(), ("a/b",), ("",), ("ok", " "), "a//b"])
+def test_bad_namespaces_rejected(tmp_path: Path, hash_encoder: HashEncoder, bad) -> None:
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem, pytest.raises(NamespaceError):
+        mem.add({"role": "user", "content": "hi"}, bad)
+
+
+def test_filters_match_reference(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    rng = random.Random(4)
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        mem.add(random_turns(rng, 60), ("u",))
+        cases = [
+            {"tag": "a"}, {"tag": {"$ne": "a"}}, {"n": {"$gte": 10, "$lt": 20}}, {"n": {"$gt": 50}},
+            {"n": {"$lte": 3}}, {"tag": {"$in": ["b", "c"]}}, {"missing": {"$ne": 1}}, {"missing": 1},
+            {"speaker": "Ana", "tag": {"$eq": "b"}},
+        ]
+        for filters in cases:
+            got = {t.id for t in mem.list(("u",), filters)}
+            want = {t.id for t in mem.list(("u",)) if matches(filters, {**t.metadata, "speaker": t.speaker})}
+            assert got == want, filters
+        with pytest.raises(InputError):
+            mem.list(("u",), {"n": {"$like": 1}})
+        with pytest.raises(InputError):
+            mem.list(("u",), {"x') OR 1=1 --": 1})
+
+
+def test_forget_leaves_nothing_on_disk(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    secret = "xylophonesecretword"
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        mem.add([{"role": "user", "content": f"my password hint is {secret} {i}"} for i in range(50)], ("victim",))
+        mem.add([{"role": "user", "content": "unrelated note about tea"}], ("other",))
+        mem.flush()
+        assert mem.forget(("victim",)) == 50
+        assert mem.search(secret, ()) == [] or all(h.namespace == ("other",) for h in mem.search(secret, ()))
+        assert mem.namespaces() == [(("other",), 1)]
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), path.name
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        assert len(mem.index) == 1
+
+
+def test_key_upsert_and_delete(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        (a,) = mem.add({"role": "user", "content": "old coffee fact", "key": "k1"}, ("u",))
+        (b,) = mem.add({"role": "user", "content": "new tea fact", "key": "k1"}, ("u",))
+        assert mem.get([a]) == [] and mem.get_by_key(("u",), "k1").content == "new tea fact"
+        assert mem.get_by_key(("u",), "k1").created_at == pytest.approx(mem.get([b])[0].created_at)
+        assert [h.id for h in mem.search("coffee", ("u",), method="dense")] == [b]
+        assert mem.delete([b, 999]) == [b]
+        assert mem.search("tea", ("u",)) == []
+
+
+def test_encoder_mismatch_and_missing_memory(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
+        mem.add({"role": "user", "content": "hello"}, ("u",))
+    with ContextMemory(tmp_path, encoder=HashEncoder(32, "hash-32")) as mem, pytest.raises(ModelMismatchError):
+        mem.search("hello", ("u",))
+    with pytest.raises(MemoryNotFoundError):
+        ContextMemory(tmp_path / "nope", read_only=True, encoder=hash_encoder)
+
+
+def test_second_writer_gets_clear_error(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    from ctxmem_plugin.errors import MemoryLockedError
+
+    with ContextMemory(tmp_path, encoder=hash_encoder):
+        with pytest.raises(MemoryLockedError, match="another process is writing"):
+            ContextMemory(tmp_path, encoder=hash_encoder, lock_timeout=0.2)
+        with ContextMemory(tmp_path, encoder=hash_encoder, read_only=True) as reader:
+            assert reader.stats()["turns"] == 0
+
+
+WRITER = r"""
+import sys, json
+sys.path.insert(0, {tests!r})
+from conftest import HashEncoder
+from ctxmem_plugin.memory import ContextMemory
+mem = ContextMemory({path!r}, encoder=HashEncoder())
+i = 0
+while True:
+    ids = mem.add([{{"role": "user", "content": f"fact number {{i}} about item{{i}}"}}], ("u",))
+    print(json.dumps([ids[0], i]), flush=True)   # acknowledged: add() returned
+    i += 1
+"""
+
+
+def test_killed_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    script = WRITER.format(tests=str(Path(__file__).parent), path=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 60
+    while len(acked) < 40 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            acked.append(tuple(json.loads(line)))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(acked) >= 40
+    with ContextMemory(tmp_path, encoder=HashEncoder()) as mem:
+        stored = {t.id: t.content for t in mem.list(("u",))}
+        for turn_id, i in acked:
+            assert stored[turn_id] == f"fact number {i} about item{i}"
+        assert len(mem.index) == len(stored)  # FAISS caught up from SQLite
+        turn_id, i = acked[-1]
+        assert mem.search(f"item{i}", ("u",), k=1, method="bm25")[0].id == turn_id
