@@ -278,6 +278,84 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
     click.echo(f"imported {added} turns ({duplicates} already present) from {src}")
 
 
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
+@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cues", default=200, show_default=True, type=click.IntRange(0), help="Self-supervised cues per conversation.")
+@click.option("--no-slots", is_flag=True, help="Train the scorer without the slot memory (ablation).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
+@click.option("--encoder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Local sentence-transformers model dir (default: bundled all-MiniLM-L6-v2).")
+@handle_errors
+def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool,
+          device: str, encoder: Path | None) -> None:
+    """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
+
+    Needs no labels: every log gives self-supervised examples. LoCoMo-format files add their
+    questions and evidence as supervised examples. Writes config.json, model.safetensors and
+    train_log.json to --out after every epoch; --resume continues the same run.
+    """
+    import time
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from ctxmem_plugin.encoder import load_encoder, resolve_device
+    from ctxmem_plugin.training import TrainConfig, resume_config
+    from ctxmem_plugin.training import train as run_training
+    from ctxmem_plugin.training_data import gather, load_conversations
+
+    cfg = TrainConfig(epochs=epochs, seed=seed, use_slots=not no_slots)
+    if resume:
+        if not (out / "train_log.json").is_file():
+            raise UsageFailure(f"--resume: no train_log.json in {out}")
+        cfg = resume_config(out, cfg)
+    began = time.perf_counter()
+    convs = load_conversations(files)
+    enc = load_encoder(encoder, device=resolve_device(device))
+    queries = sum(len(c.questions) for c in convs) + cues * len(convs)
+    with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
+        data = gather(convs, enc, cues_per_conversation=cues, seed=seed, slot_feature_dim=cfg.slot_feature_dim,
+                      progress=bar.update)
+    with tqdm(total=len(data.examples) * cfg.epochs, unit="ex", desc="train", file=sys.stderr) as bar:
+        def progress(done: int, loss: float) -> None:
+            bar.update(done)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        model, log = run_training(
+            data, cfg, out, resume=resume, device=resolve_device(device), progress=progress,
+            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs]},
+        )
+    click.echo(
+        f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations "
+        f"in {time.perf_counter() - began:.0f}s; final loss {log[-1]['loss']:.4f}; wrote {out}"
+    )
+
+
+@main.command()
+@click.argument("text")
+@memory_option
+@click.option("--namespace", "-n", required=True, help="Exact namespace whose slots to inspect.")
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Trained model dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def explain(text: str, memory_dir: Path, namespace: str, model: Path, as_json: bool) -> None:
+    """Which memory slots TEXT attends to, and which turns those slots hold most of."""
+    memory = open_memory(memory_dir, read_only=True, model=model)
+    info = memory.explain(text, parse_namespace(namespace))
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"slot attention entropy {info['entropy']:.2f} (1 = spread evenly, 0 = one slot)")
+    for slot in info["top_slots"]:
+        click.echo(f"slot {slot['slot']:>2}  attention {slot['attention']:.3f}")
+        for turn in slot["turns"]:
+            click.echo(f"    {turn['similarity']:.2f}  {turn['speaker']}: {turn['text'][:100]}")
+
+
 @main.group("eval")
 def eval_group() -> None:
     """Measure retrieval quality on labelled data."""

@@ -76,7 +76,7 @@ class SentenceEncoder:
                 "(expected modules.json or config.json in it); models are never downloaded"
             )
         self.path = path
-        self.name = DEFAULT_MODEL if model is None else path.name
+        self.name = DEFAULT_MODEL if model is None else str(path.resolve())
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self._model: Any = None

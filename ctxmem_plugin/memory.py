@@ -125,6 +125,9 @@ class ContextMemory:
             self.encoder = load_encoder(encoder, device=device)
             self._index: VectorIndex | None = None
             self.retrieval = retrieval or RetrievalConfig()
+            if self.slots is not None:
+                # The model's features were computed with its own retrieval settings.
+                self.retrieval = self.slots.retrieval_config(self.retrieval)
         except BaseException:
             self._release()
             raise

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.errors import FormatError
+from ctxmem_plugin.errors import FormatError, NamespaceError
+from ctxmem_plugin.formats import build_turn
 from ctxmem_plugin.indexing import index_text
 from ctxmem_plugin.records import Turn
 from ctxmem_plugin.store import LongTermStore, NewRow
@@ -59,27 +59,35 @@ def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
     text is embedded again. Re-importing the same file adds nothing.
     """
     records: list[tuple[ns.Namespace, Turn, np.ndarray | None]] = []
-    with src.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{src}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"invalid JSON ({exc.msg}); expected one exported turn per line", where) from None
-            if not isinstance(obj, dict) or "namespace" not in obj or "content" not in obj:
-                raise FormatError("expected an object with 'namespace' and 'content'", where)
+    data = src.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise FormatError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); expected UTF-8 JSONL", f"{src}:{line}") from None
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{src}:{line_no}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"invalid JSON ({exc.msg}); expected one exported turn per line", where) from None
+        if not isinstance(obj, dict) or "namespace" not in obj or "content" not in obj:
+            raise FormatError("expected an object with 'namespace' and 'content'", where)
+        if not isinstance(obj["namespace"], list):
+            raise FormatError("'namespace' must be an array of labels", where)
+        try:
             space = ns.validate(obj["namespace"])
-            fields = {k: obj.get(k) for k in ("role", "speaker", "content", "timestamp", "key") if obj.get(k) is not None}
-            try:
-                turn = Turn(**fields, metadata=obj.get("metadata") or {})
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise FormatError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where) from None
-            vec = obj.get("vector")
-            usable = vec is not None and obj.get("encoder") == memory.encoder.name and len(vec) == memory.encoder.dim
-            records.append((space, turn, np.asarray(vec, dtype=np.float32) if usable else None))
+        except NamespaceError as exc:
+            raise FormatError(exc.message, where) from None
+        fields = {k: obj.get(k) for k in ("role", "speaker", "content", "timestamp", "key") if obj.get(k) is not None}
+        turn = build_turn(where, **fields, metadata=obj.get("metadata") or {})
+        vec = obj.get("vector")
+        if vec is not None and not (isinstance(vec, list) and all(isinstance(x, (int, float)) for x in vec)):
+            raise FormatError("vector: expected an array of numbers", where)
+        usable = vec is not None and obj.get("encoder") == memory.encoder.name and len(vec) == memory.encoder.dim
+        records.append((space, turn, np.asarray(vec, dtype=np.float32) if usable else None))
     if not records:
         return 0, 0
     from ctxmem_plugin.indexing import embed_text
@@ -87,7 +95,7 @@ def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
     memory._writable()
     index = memory.index
     todo = [i for i, (_, _, v) in enumerate(records) if v is None]
-    fresh = memory.encoder.encode([embed_text(records[i][1]) for i in todo])
+    fresh = memory.encoder.encode([embed_text(records[i][1]) for i in todo]) if todo else None
     vectors = [r[2] for r in records]
     for j, i in enumerate(todo):
         vectors[i] = fresh[j]
@@ -95,9 +103,13 @@ def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
     replaced: list[int] = []
     added_vecs: list[np.ndarray] = []
     duplicates = 0
+    occurrences: dict[tuple[ns.Namespace, str], int] = {}
     with memory._guard, memory.store.transaction():
         for (space, turn, _), vec in zip(records, vectors):
-            digest = turn.content_hash("import")
+            # Identical turns said twice stay two turns; the same file imported again adds nothing.
+            first = turn.content_hash("import")
+            seen = occurrences[space, first] = occurrences.get((space, first), -1) + 1
+            digest = first if seen == 0 else turn.content_hash(f"import#{seen}")
             if memory.store.existing_hashes(space, [digest]):
                 duplicates += 1
                 continue

@@ -13,6 +13,7 @@ The pipeline, for one query under one namespace prefix:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -247,11 +248,12 @@ class HybridRetriever:
             sess_best[members] = fused[members].max()
             sess_mean[members] = fused[members].mean()
         hyb_rank = _ranks(hybrid, np.ones(n, dtype=bool))
+        dense_rank = _ranks(dense, np.ones(n, dtype=bool))
         id_rank = _ranks(-ids.astype(np.float64), np.ones(n, dtype=bool))
         f = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
         for j, i in enumerate(ids):
             row = rows[int(i)]
-            words = set(query_terms(f"{row.speaker or ''} {row.content}"))
+            words = _terms_of(f"{row.speaker or ''} {row.content}")
             f[j] = (
                 hybrid[j],
                 fused[j],
@@ -260,7 +262,7 @@ class HybridRetriever:
                 float(bm25_present[j]),
                 dense[j],
                 dense_norm[j],
-                1.0 / (1 + int((dense > dense[j]).sum())),
+                1.0 / dense_rank[j],
                 prev_f[j],
                 next_f[j],
                 max_nb[j],
@@ -275,6 +277,12 @@ class HybridRetriever:
                 id_rank[j] / n,
             )
         return f
+
+
+@functools.lru_cache(maxsize=65536)
+def _terms_of(text: str) -> frozenset[str]:
+    # Candidate texts recur across queries; tokenising each once keeps feature building cheap.
+    return frozenset(query_terms(text))
 
 
 def _rank_or_inf(scores: np.ndarray, present: np.ndarray, j: int) -> float:

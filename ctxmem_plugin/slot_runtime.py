@@ -1,0 +1,248 @@
+"""The trained model at work inside a memory: slot states per namespace, re-scoring, explain.
+
+Slots are written in fixed chunks of ``write_chunk`` turns, the same chunks as in training, so
+a namespace's slots depend only on its turns, never on how they were batched into ``add``
+calls. Full chunks are folded into the persisted state; the turns of a last, partial chunk are
+written on the fly when the slots are read. Either way a write costs the same at turn 10 as at
+turn 10,000: the state is ``num_slots x dim`` whatever the history length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.checkpoint import load_model, read_config
+from ctxmem_plugin.encoder import DEFAULT_MODEL, resolve_device
+from ctxmem_plugin.model import CtxMemModel
+from ctxmem_plugin.retrieval import FEATURE_NAMES, Candidates, RetrievalConfig
+from ctxmem_plugin.store import LongTermStore
+
+TURN_FEATURES = 4
+"""Per-turn inputs of a slot write besides the embedding: user?, assistant?, image?, length."""
+
+
+def turn_features(roles: list[str], lengths: list[int], images: list[bool], width: int) -> np.ndarray:
+    """``(t, width)`` features of turns for :meth:`SlotMemory.write` (zero-padded to ``width``)."""
+    out = np.zeros((len(roles), width), dtype=np.float32)
+    if width == 0:
+        return out
+    cols = np.stack(
+        [
+            np.array([r == "user" for r in roles], dtype=np.float32),
+            np.array([r == "assistant" for r in roles], dtype=np.float32),
+            np.array(images, dtype=np.float32),
+            np.log1p(np.array(lengths, dtype=np.float32)) / 8.0,
+        ],
+        axis=1,
+    )  # (t, 4)
+    k = min(width, TURN_FEATURES)
+    out[:, :k] = cols[:, :k]
+    return out
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How the model is used; saved under ``extra["runtime"]`` in the model's config.json."""
+
+    pool: int = 200
+    write_chunk: int = 8
+    retrieval: dict[str, Any] | None = None
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> RuntimeSettings:
+        data = dict(extra.get("runtime") or {})
+        return cls(
+            pool=int(data.get("pool", cls.pool)),
+            write_chunk=int(data.get("write_chunk", cls.write_chunk)),
+            retrieval=data.get("retrieval"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "write_chunk": self.write_chunk, "retrieval": self.retrieval}
+
+
+def write_chunks(model: CtxMemModel, slots: torch.Tensor, vectors: torch.Tensor, feats: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Fold turns into slots ``chunk`` at a time; slots ``(1, m, d)``, vectors ``(t, d)``."""
+    for start in range(0, vectors.shape[0], chunk):
+        v = vectors[start : start + chunk].unsqueeze(0)  # (1, c, d)
+        f = feats[start : start + chunk].unsqueeze(0)  # (1, c, f)
+        slots = model.slots.write(slots, v, None, f if f.shape[-1] else None)  # (1, m, d)
+    return slots
+
+
+class SlotRuntime:
+    """A loaded model bound to one memory's store.
+
+    Args:
+        model: the trained model (eval mode).
+        settings: pool size, write chunk, retrieval settings it was trained with.
+        model_id: identifies the weights (slot states made by other weights are recomputed).
+        store: the memory's store.
+        device: where the model runs.
+    """
+
+    def __init__(self, model: CtxMemModel, settings: RuntimeSettings, model_id: str, store: LongTermStore, device: str) -> None:
+        self.model = model
+        self.settings = settings
+        self.model_id = model_id
+        self.store = store
+        self.device = device
+        self.path: Path | None = None
+        cfg = model.config
+        if tuple(cfg.feature_names) != FEATURE_NAMES:
+            from ctxmem_plugin.errors import CheckpointError
+
+            raise CheckpointError(
+                f"model features {list(cfg.feature_names)} differ from this version's {list(FEATURE_NAMES)}; retrain it"
+            )
+
+    @classmethod
+    def load(cls, directory: Path, store: LongTermStore, *, device: str = "auto") -> SlotRuntime:
+        """Load a model directory (safetensors + JSON only) for use with ``store``."""
+        dev = resolve_device(device)
+        model = load_model(directory, map_location=dev).eval()
+        _, extra = read_config(directory)
+        document = json.loads((directory / "config.json").read_text())
+        runtime = cls(model, RuntimeSettings.from_extra(extra), str(document["weights_sha256"])[:16], store, dev)
+        runtime.path = directory
+        return runtime
+
+    @property
+    def pool(self) -> int:
+        return self.settings.pool
+
+    def retrieval_config(self, base: RetrievalConfig) -> RetrievalConfig:
+        """The retrieval settings the model was trained with (its features depend on them)."""
+        return replace(base, **self.settings.retrieval) if self.settings.retrieval else base
+
+    def encoder_hint(self) -> str | None:
+        """The encoder the model was trained with: ``None`` for the default, else its directory."""
+        name = self.model.config.encoder
+        return None if name == DEFAULT_MODEL else name
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.model.config
+        return {
+            "path": str(self.path), "id": self.model_id, "slots": cfg.slots.num_slots, "dim": cfg.slots.dim,
+            "use_slots": cfg.scorer.use_slots, "pool": self.pool,
+        }
+
+    # -- slot states ------------------------------------------------------------------------
+
+    def _features_of(self, ids: list[int]) -> torch.Tensor:
+        rows = self.store.get(ids)
+        f = turn_features(
+            [r.role for r in rows], [len(r.content) for r in rows], [bool(r.metadata.get("image_caption")) for r in rows],
+            self.model.config.slots.feature_dim,
+        )
+        return torch.from_numpy(f).to(self.device)
+
+    @torch.no_grad()
+    def _fold(self, namespace: ns.Namespace, ids: np.ndarray, vectors: np.ndarray) -> tuple[torch.Tensor, int, int]:
+        """Slots after folding the full chunks of ``ids`` into the stored state; returns
+        ``(slots, last folded id, folded count)`` without saving."""
+        state = self.store.get_slot_state(namespace)
+        dim, m = self.model.config.slots.dim, self.model.config.slots.num_slots
+        chunk = self.settings.write_chunk
+        if state is not None and state[0] == self.model_id:
+            slots = torch.from_numpy(np.frombuffer(state[3], dtype=np.float32).reshape(1, m, dim).copy()).to(self.device)
+            last, count = state[1], state[2]
+        else:
+            slots, last, count = self.model.slots.init_slots(1).to(self.device), 0, 0
+        # Everything after the last folded turn: pending turns of a partial chunk plus new ones.
+        pending_ids, pending_vecs = self._after(namespace, last, ids, vectors)
+        full = (len(pending_ids) // chunk) * chunk
+        if full:
+            v = torch.from_numpy(pending_vecs[:full]).to(self.device)
+            f = self._features_of(pending_ids[:full])
+            slots = write_chunks(self.model, slots, v, f, chunk)
+            last, count = int(pending_ids[full - 1]), count + full
+        return slots, last, count
+
+    def _after(self, namespace: ns.Namespace, last: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[list[int], np.ndarray]:
+        dim = self.model.config.slots.dim
+        known = dict(zip(ids.tolist(), vectors))
+        rows = self.store.db.execute(
+            "SELECT id FROM turns WHERE namespace = ? AND id > ? ORDER BY id", (ns.to_key(namespace), last)
+        ).fetchall()
+        pending = [r[0] for r in rows]
+        missing = [i for i in pending if i not in known]
+        if missing:
+            known.update(zip(missing, self.store.vectors(missing, dim)))
+        vecs = np.stack([known[i] for i in pending]) if pending else np.zeros((0, dim), np.float32)
+        return pending, vecs
+
+    def update(self, namespace: ns.Namespace, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Fold newly inserted turns into the namespace's state (inside the add transaction)."""
+        slots, last, count = self._fold(namespace, ids, vectors)
+        blob = slots.detach().to("cpu", torch.float32).numpy().tobytes()
+        self.store.put_slot_state(namespace, self.model_id, last, count, blob)
+
+    @torch.no_grad()
+    def slots_for(self, namespace: ns.Namespace) -> torch.Tensor:
+        """The namespace's current slots ``(1, m, d)``, the partial last chunk included."""
+        empty = np.zeros(0, np.int64), np.zeros((0, self.model.config.slots.dim), np.float32)
+        slots, last, _ = self._fold(namespace, *empty)
+        pending_ids, pending_vecs = self._after(namespace, last, *empty)
+        if pending_ids:
+            v = torch.from_numpy(pending_vecs).to(self.device)
+            slots = write_chunks(self.model, slots, v, self._features_of(pending_ids), self.settings.write_chunk)
+        return slots
+
+    # -- retrieval --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def rescore(self, cands: Candidates, store: LongTermStore) -> Candidates:
+        """Score candidates with the model; candidates from several namespaces use each one's slots."""
+        if len(cands) == 0:
+            return cands
+        owner = store.namespace_of(cands.ids.tolist())
+        score = np.zeros(len(cands))
+        residual = np.zeros(len(cands))
+        groups: dict[ns.Namespace, list[int]] = {}
+        for j, i in enumerate(cands.ids.tolist()):
+            groups.setdefault(owner[i], []).append(j)
+        q = torch.from_numpy(cands.query_vector.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
+        for space, members in groups.items():
+            feats = torch.from_numpy(cands.features[members]).to(self.device).unsqueeze(0)  # (1, n, F)
+            cand = torch.from_numpy(cands.vectors[members]).to(self.device).unsqueeze(0)  # (1, n, d)
+            out = self.model(feats, None, q, cand, self.slots_for(space))[0].double().cpu().numpy()  # (n,)
+            score[members] = out
+            residual[members] = out - cands.features[members, 0]
+        signals = [{**s, "ctxmem": {"score": float(score[j]), "slots_residual": float(residual[j])}} for j, s in enumerate(cands.signals)]
+        return replace(cands, score=score, signals=signals)
+
+    @torch.no_grad()
+    def explain(self, query_vector: np.ndarray, namespace: ns.Namespace, store: LongTermStore, *, top_turns: int = 3) -> dict[str, Any]:
+        """Slot attention of a query, and for the most attended slots the turns closest to them."""
+        slots = self.slots_for(namespace)  # (1, m, d)
+        q = torch.from_numpy(query_vector.astype(np.float32)).to(self.device).unsqueeze(0)
+        _, attention = self.model.slots.read(slots, q)  # (1, m)
+        att = attention[0].cpu().numpy()
+        rows = store.db.execute(
+            "SELECT id, vector FROM turns WHERE namespace = ? ORDER BY id", (ns.to_key(namespace),)
+        ).fetchall()
+        ids = [int(r[0]) for r in rows]
+        slot_np = slots[0].cpu().numpy()
+        out_slots = []
+        if ids:
+            allv = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])  # (t, d)
+            sn = slot_np / np.linalg.norm(slot_np, axis=1, keepdims=True).clip(1e-6)
+            sim = allv @ sn.T  # (t, m)
+            for s in np.argsort(-att)[: min(4, len(att))]:
+                best = np.argsort(-sim[:, s])[:top_turns]
+                rows = {t.id: t for t in store.get([ids[b] for b in best])}
+                out_slots.append({
+                    "slot": int(s), "attention": float(att[s]),
+                    "turns": [{"id": ids[b], "similarity": float(sim[b, s]), "speaker": rows[ids[b]].speaker,
+                               "text": rows[ids[b]].content} for b in best],
+                })
+        return {"namespace": list(namespace), "attention": [float(a) for a in att], "entropy": float(-(att * np.log(att + 1e-12)).sum() / math.log(len(att))), "top_slots": out_slots}

@@ -1,0 +1,319 @@
+"""Training the ctxmem model: listwise learning-to-rank through the slot memory.
+
+For every step, each training conversation is written into slots (chunk by chunk, with
+gradients through the whole recurrence), then a batch of examples is scored from its
+candidates' features and the slots of its conversation, and the listwise loss pushes the
+relevant turns up. Checkpoints are ``config.json`` + ``model.safetensors`` (+ the optimiser in
+``trainer_state.safetensors``); resuming continues the very same loss curve, because each
+epoch's shuffle is derived from ``(seed, epoch)`` alone.
+
+Data-parallel on several GPUs or nodes with ``torchrun`` (``DistributedDataParallel``; gloo
+on CPU, NCCL on CUDA): every process takes every ``world``-th batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ctxmem_plugin.checkpoint import load_model, read_config, save_model
+from ctxmem_plugin.errors import CheckpointError, InputError
+from ctxmem_plugin.model import CtxMemModel, ModelConfig
+from ctxmem_plugin.retrieval import FEATURE_NAMES
+from ctxmem_plugin.scorer import ScorerConfig, listwise_loss
+from ctxmem_plugin.slot_runtime import RuntimeSettings
+from ctxmem_plugin.slots import SlotConfig
+from ctxmem_plugin.training_data import Dataset
+
+TRAINER_STATE = "trainer_state.safetensors"
+TRAIN_LOG = "train_log.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run (saved in ``train_log.json``)."""
+
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    num_slots: int = 16
+    hidden: int = 64
+    use_slots: bool = True
+    write_chunk: int = 16
+    cue_weight: float = 0.3  # self-supervised examples count less where labelled ones exist
+    slot_feature_dim: int = 8
+    max_grad_norm: float = 1.0
+
+
+def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
+    """A fresh model whose scorer starts as the identity on the hybrid score."""
+    torch.manual_seed(cfg.seed)
+    config = ModelConfig(
+        slots=SlotConfig(dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim),
+        scorer=ScorerConfig(num_features=len(FEATURE_NAMES), base_score_index=0, dim=dim, hidden=cfg.hidden, use_slots=cfg.use_slots),
+        encoder=encoder,
+        feature_names=FEATURE_NAMES,
+    )
+    return CtxMemModel(config)
+
+
+class _Batches:
+    """Padded tensors of the dataset, built once; batches are index lists into them."""
+
+    def __init__(self, data: Dataset, chunk: int, device: str) -> None:
+        self.device = device
+        convs = data.conversations
+        dim = convs[0].vectors.shape[1]
+        fdim = convs[0].features.shape[1]
+        n_chunks = max(math.ceil(len(c.vectors) / chunk) for c in convs)
+        c = len(convs)
+        self.turns = torch.zeros(c, n_chunks * chunk, dim)  # (c, T, d)
+        self.turn_feats = torch.zeros(c, n_chunks * chunk, fdim)  # (c, T, f)
+        self.turn_mask = torch.zeros(c, n_chunks * chunk, dtype=torch.bool)  # (c, T)
+        for i, conv in enumerate(convs):
+            t = len(conv.vectors)
+            self.turns[i, :t] = torch.from_numpy(conv.vectors)
+            self.turn_feats[i, :t] = torch.from_numpy(conv.features)
+            self.turn_mask[i, :t] = True
+        self.chunk, self.n_chunks = chunk, n_chunks
+        self.used_convs = sorted({e.conv for e in data.examples})
+        self.examples = data.examples
+
+    def slot_inputs(self) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.tensor(self.used_convs)
+        return self.turns[idx], self.turn_feats[idx], self.turn_mask[idx]
+
+    def batch(self, indices: list[int]) -> dict[str, Tensor]:
+        exs = [self.examples[i] for i in indices]
+        n = max(len(e.cand) for e in exs)
+        b = len(exs)
+        f = exs[0].features.shape[1]
+        feats = torch.zeros(b, n, f)
+        cand = torch.zeros(b, n, dtype=torch.long)
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        labels = torch.zeros(b, n)
+        conv_row = torch.tensor([self.used_convs.index(e.conv) for e in exs])
+        query = torch.from_numpy(np.stack([e.query for e in exs]))
+        weight = torch.tensor([1.0 if e.kind == "question" else 0.0 for e in exs])
+        for j, e in enumerate(exs):
+            k = len(e.cand)
+            feats[j, :k] = torch.from_numpy(e.features)
+            cand[j, :k] = torch.from_numpy(e.cand)
+            mask[j, :k] = True
+            labels[j, :k] = torch.from_numpy(e.labels.astype(np.float32))
+        return {"features": feats, "cand": cand, "mask": mask, "labels": labels, "conv_row": conv_row, "query": query, "is_question": weight}
+
+
+class _LossModule(nn.Module):
+    """Forward = the loss of one batch, so that ``DistributedDataParallel`` can wrap it."""
+
+    def __init__(self, model: CtxMemModel, chunk: int, cue_weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+        self.cue_weight = cue_weight
+
+    def conversation_slots(self, turns: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
+        """Write every conversation into slots, chunk by chunk (all conversations batched)."""
+        c = turns.shape[0]
+        slots = self.model.slots.init_slots(c)  # (c, m, d)
+        for start in range(0, turns.shape[1], self.chunk):
+            sl = slice(start, start + self.chunk)
+            slots = self.model.slots.write(slots, turns[:, sl], mask[:, sl], feats[:, sl] if feats.shape[-1] else None)
+        return slots
+
+    def forward(self, turns: Tensor, turn_feats: Tensor, turn_mask: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        cand_vecs = turns[batch["conv_row"].unsqueeze(1), batch["cand"]]  # (b, n, d)
+        if self.model.config.scorer.use_slots:
+            slots = self.conversation_slots(turns, turn_feats, turn_mask)[batch["conv_row"]]  # (b, m, d)
+        else:
+            slots = torch.zeros(turns.shape[0], 1, turns.shape[-1])[batch["conv_row"]]
+        scores = self.model(batch["features"], batch["mask"], batch["query"], cand_vecs, slots)  # (b, n)
+        q = batch["is_question"] > 0
+        # Padded scores are -inf: a zero built from them would be NaN.
+        zero = scores.masked_fill(~batch["mask"], 0.0).sum() * 0.0
+        loss_q = listwise_loss(scores[q], batch["labels"][q], batch["mask"][q]) if q.any() else zero
+        loss_c = listwise_loss(scores[~q], batch["labels"][~q], batch["mask"][~q]) if (~q).any() else zero
+        weight_c = self.cue_weight if q.any() else 1.0
+        return loss_q + weight_c * loss_c
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world)``; initialises the process group when started by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _save_trainer_state(directory: Path, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    for pid, slots in state["state"].items():
+        for name, value in slots.items():
+            tensors[f"{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"epoch": str(epoch), "param_groups": json.dumps(state["param_groups"])}
+    tmp = directory / (TRAINER_STATE + ".tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, directory / TRAINER_STATE)
+
+
+def _load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> None:
+    from safetensors import safe_open
+
+    path = directory / TRAINER_STATE
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    tensors = load_file(str(path))
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+
+
+def train(
+    data: Dataset,
+    cfg: TrainConfig,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: Callable[[int, float], None] | None = None,
+    extra_log: dict[str, Any] | None = None,
+) -> tuple[CtxMemModel, list[dict[str, float]]]:
+    """Train a model on ``data``; with ``out``, checkpoint there after every epoch.
+
+    Args:
+        data: examples and conversation tensors (:func:`ctxmem_plugin.training_data.gather`).
+        cfg: hyper-parameters.
+        out: model directory to write (``config.json``, ``model.safetensors``,
+            ``trainer_state.safetensors``, ``train_log.json``).
+        resume: continue from the checkpoint in ``out``.
+        device: ``cpu`` or ``cuda``.
+        progress: called with ``(examples done, running loss)``.
+
+    Returns:
+        The model and the per-epoch log.
+    """
+    if not data.examples:
+        raise InputError("no training examples: the logs hold no turns with enough words and no labelled questions")
+    rank, world = _distributed()
+    dim = data.conversations[0].vectors.shape[1]
+    model = build_model(dim, data.encoder, cfg)
+    log: list[dict[str, float]] = []
+    start_epoch = 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume:
+        if out is None or not (out / TRAIN_LOG).is_file():
+            raise CheckpointError(f"nothing to resume in {out}: no {TRAIN_LOG}")
+        model = load_model(out)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        _load_trainer_state(out, optimizer)
+        log = json.loads((out / TRAIN_LOG).read_text())["epochs"]
+        start_epoch = len(log)
+    model.to(device).train()
+    module: nn.Module = _LossModule(model, cfg.write_chunk, cfg.cue_weight)
+    if world > 1:
+        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=not cfg.use_slots)
+    batches = _Batches(data, cfg.write_chunk, device)
+    turns, turn_feats, turn_mask = (t.to(device) for t in batches.slot_inputs())
+    n = len(data.examples)
+    for epoch in range(start_epoch, cfg.epochs):
+        began = time.perf_counter()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        steps = [order[i : i + cfg.batch_size].tolist() for i in range(0, n, cfg.batch_size)]
+        # Every process runs the same number of steps (DDP all-reduces in each backward); like
+        # DistributedSampler, the last round wraps around to the first batches when uneven.
+        rounds = math.ceil(len(steps) / world)
+        mine = [steps[(r * world + rank) % len(steps)] for r in range(rounds)]
+        total, count = 0.0, 0
+        for idx in mine:
+            batch = {k: v.to(device) for k, v in batches.batch(idx).items()}
+            loss = module(turns, turn_feats, turn_mask, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            if progress is not None:
+                progress(len(idx), total / max(count, 1))
+        if world > 1:
+            sums = torch.tensor([total, float(count)])
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
+        log.append({"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - began})
+        if out is not None and rank == 0:
+            write_checkpoint(model, out, optimizer, cfg, data, log, extra_log)
+    model.eval()
+    return model, log
+
+
+def write_checkpoint(
+    model: CtxMemModel,
+    out: Path,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    data: Dataset,
+    log: list[dict[str, float]],
+    extra_log: dict[str, Any] | None = None,
+) -> None:
+    """Weights + config, optimiser state, then the log (the log last: it marks the epoch done)."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = RuntimeSettings(pool=data.pool, write_chunk=cfg.write_chunk, retrieval=data.retrieval)
+    save_model(model, out, extra={"runtime": settings.to_dict(), "train": asdict(cfg)})
+    _save_trainer_state(out, optimizer, len(log))
+    document = {"config": asdict(cfg), "data": data.describe(), "epochs": log, **(extra_log or {})}
+    tmp = out / (TRAIN_LOG + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, out / TRAIN_LOG)
+
+
+def resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
+    """The saved run's hyper-parameters, with ``epochs`` taken from ``cfg`` (to train longer)."""
+    saved = json.loads((out / TRAIN_LOG).read_text())["config"]
+    return replace(TrainConfig(**saved), epochs=cfg.epochs)
+
+
+@torch.no_grad()
+def score_examples(model: CtxMemModel, data: Dataset, indices: list[int], chunk: int, batch_size: int = 64) -> list[np.ndarray]:
+    """Model scores for the candidates of the given examples (for evaluation)."""
+    model.eval()
+    batches = _Batches(data, chunk, "cpu")
+    module = _LossModule(model, chunk, 0.0)
+    turns, feats, mask = batches.slot_inputs()
+    slots_all = module.conversation_slots(turns, feats, mask) if model.config.scorer.use_slots else None
+    out: list[np.ndarray] = []
+    for s in range(0, len(indices), batch_size):
+        idx = indices[s : s + batch_size]
+        b = batches.batch(idx)
+        cand_vecs = turns[b["conv_row"].unsqueeze(1), b["cand"]]
+        slots = slots_all[b["conv_row"]] if slots_all is not None else torch.zeros(len(idx), 1, turns.shape[-1])
+        scores = model(b["features"], b["mask"], b["query"], cand_vecs, slots)
+        for j, i in enumerate(idx):
+            out.append(scores[j, : len(data.examples[i].cand)].double().numpy())
+    return out
+
+
+def read_log_file(out: Path) -> dict[str, Any]:
+    """The ``train_log.json`` of a model directory."""
+    _ = read_config(out)  # raises CheckpointError on a broken directory
+    return json.loads((out / TRAIN_LOG).read_text())

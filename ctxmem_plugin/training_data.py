@@ -1,0 +1,207 @@
+"""Training examples for the ctxmem model, gathered through the real retrieval pipeline.
+
+An example is a query, its candidates (exactly as :meth:`HybridRetriever.candidates` returns
+them at search time, features included) and which candidates are relevant. Two sources:
+
+- **supervised**: LoCoMo-format files, question -> evidence turns;
+- **self-supervised** (any chat log, no labels): a *cue* made from part of a turn's content
+  words must find that turn among its candidates; a *reply* cue (the next turn's text) must
+  find the turn it answers. Both teach the model what a partial, reworded reference to an
+  earlier turn looks like.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ctxmem_plugin.encoder import TextEncoder
+from ctxmem_plugin.formats import SourceTurn, detect_format, read_log
+from ctxmem_plugin.indexing import query_terms
+from ctxmem_plugin.retrieval import RetrievalConfig
+from ctxmem_plugin.slot_runtime import turn_features
+
+
+@dataclass
+class Conversation:
+    """One conversation to learn from: its turns and, if labelled, questions -> turn positions."""
+
+    name: str
+    turns: list[SourceTurn]
+    questions: list[tuple[str, set[int]]] = field(default_factory=list)
+
+
+@dataclass
+class ConversationTensors:
+    """A conversation's turns as the slot memory sees them."""
+
+    name: str
+    vectors: np.ndarray  # (t, d) float32
+    features: np.ndarray  # (t, f) float32
+
+
+@dataclass
+class Example:
+    """One query with its candidate list; ``cand`` indexes the conversation's turns."""
+
+    conv: int
+    kind: str  # "question", "cue" or "reply"
+    query: np.ndarray  # (d,)
+    features: np.ndarray  # (n, F)
+    cand: np.ndarray  # (n,) int64 positions in the conversation
+    labels: np.ndarray  # (n,) bool
+
+
+@dataclass
+class Dataset:
+    """Everything training needs, independent of any memory directory."""
+
+    conversations: list[ConversationTensors]
+    examples: list[Example]
+    pool: int
+    encoder: str
+    retrieval: dict[str, object] | None = None  # the RetrievalConfig the features were made with
+
+    def subset(self, names: set[str]) -> Dataset:
+        """Only the examples of the named conversations (conversation tensors are kept)."""
+        keep = {i for i, c in enumerate(self.conversations) if c.name in names}
+        return Dataset(self.conversations, [e for e in self.examples if e.conv in keep], self.pool, self.encoder, self.retrieval)
+
+    def describe(self) -> dict[str, int]:
+        kinds: dict[str, int] = {}
+        for e in self.examples:
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+        return {"conversations": len(self.conversations), "examples": len(self.examples), **kinds}
+
+
+def load_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
+    """Conversations from log files of any supported format; LoCoMo files bring their questions."""
+    from ctxmem_plugin.formats import _log_files
+    from ctxmem_plugin.locomo import load_locomo
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += _log_files(p) if p.is_dir() else [p]
+    out: list[Conversation] = []
+    for path in files:
+        if detect_format(path) == "locomo":
+            for conv in load_locomo(path):
+                pos = {st.turn.metadata.get("dia_id"): i for i, st in enumerate(conv.turns)}
+                qs = [
+                    (q.question, {pos[e] for e in q.evidence if e in pos})
+                    for q in conv.questions
+                    if q.category in (1, 2, 3, 4)
+                ]
+                out.append(Conversation(conv.sample_id, list(conv.turns), [(t, e) for t, e in qs if e]))
+        else:
+            for name, turns in read_log(path).conversations().items():
+                out.append(Conversation(f"{path.name}:{name}", turns))
+    return out
+
+
+def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tuple[str, str, set[int]]]:
+    """Self-supervised queries ``(kind, text, positive positions)`` for one conversation."""
+    cues: list[tuple[str, str, set[int]]] = []
+    order = list(range(len(conv.turns)))
+    rng.shuffle(order)
+    for i in order:
+        if len(cues) >= max_cues:
+            break
+        turn = conv.turns[i].turn
+        words = query_terms(turn.content)
+        if len(words) < 4:
+            continue
+        if rng.random() < 0.7 or i + 1 >= len(conv.turns):
+            k = max(2, int(round(len(words) * rng.uniform(0.3, 0.6))))
+            picked = sorted(rng.sample(range(len(words)), k))
+            text = " ".join(words[j] for j in picked)
+            if rng.random() < 0.5:
+                text = f"{turn.speaker_name} {text}"
+            cues.append(("cue", text, {i}))
+        else:
+            cues.append(("reply", conv.turns[i + 1].turn.content, {i}))
+    return cues
+
+
+def gather(
+    conversations: Sequence[Conversation],
+    encoder: TextEncoder,
+    *,
+    retrieval: RetrievalConfig | None = None,
+    pool: int = 200,
+    cues_per_conversation: int = 200,
+    slot_feature_dim: int = 8,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Dataset:
+    """Ingest the conversations into a throw-away memory and collect every example's candidates."""
+    from ctxmem_plugin.memory import ContextMemory
+
+    rng = random.Random(seed)
+    tensors: list[ConversationTensors] = []
+    examples: list[Example] = []
+    with tempfile.TemporaryDirectory(prefix="ctxmem-train-") as tmp, ContextMemory(tmp, encoder=encoder, retrieval=retrieval) as mem:
+        for ci, conv in enumerate(conversations):
+            space = ("train", f"c{ci}")
+            ids = mem._add_groups({space: list(conv.turns)})
+            if min(ids, default=0) < 0:
+                # Identical turns at identical positions cannot happen within one conversation.
+                raise AssertionError("duplicate turn in a fresh training memory")
+            dim = encoder.dim
+            vectors = mem.store.vectors(ids, dim)  # (t, d)
+            rows = [st.turn for st in conv.turns]
+            feats = turn_features(
+                [t.role for t in rows], [len(t.content) for t in rows], [bool(t.metadata.get("image_caption")) for t in rows],
+                slot_feature_dim,
+            )
+            tensors.append(ConversationTensors(conv.name, vectors, feats))
+            position = {turn_id: p for p, turn_id in enumerate(ids)}
+            queries = [("question", q, ev) for q, ev in conv.questions]
+            queries += make_cues(conv, rng, cues_per_conversation)
+            qvecs = encoder.encode([q for _, q, _ in queries]) if queries else np.zeros((0, dim), np.float32)
+            for (kind, text, positives), qv in zip(queries, qvecs):
+                cands = mem.retriever.candidates(text, qv, space, method="hybrid", pool=pool)
+                cand = np.array([position[int(i)] for i in cands.ids], dtype=np.int64)
+                labels = np.isin(cand, list(positives))
+                examples.append(Example(ci, kind, qv, cands.features, cand, labels))
+                if progress is not None:
+                    progress(1)
+    return Dataset(tensors, examples, pool, encoder.name, mem.retrieval.to_dict())
+
+
+def save_dataset(data: Dataset, path: Path) -> None:
+    """Write a dataset as one ``.npz`` of plain arrays (no pickle), to reuse across runs."""
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(
+            __import__("json").dumps({
+                "pool": data.pool, "encoder": data.encoder, "retrieval": data.retrieval,
+                "names": [c.name for c in data.conversations],
+                "kinds": [e.kind for e in data.examples], "convs": [e.conv for e in data.examples],
+            }).encode(), dtype=np.uint8,
+        )
+    }
+    for i, c in enumerate(data.conversations):
+        arrays[f"c{i}_vectors"], arrays[f"c{i}_features"] = c.vectors, c.features
+    for i, e in enumerate(data.examples):
+        arrays[f"e{i}_query"], arrays[f"e{i}_features"] = e.query, e.features
+        arrays[f"e{i}_cand"], arrays[f"e{i}_labels"] = e.cand, e.labels
+    np.savez(path, **arrays)
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Read what :func:`save_dataset` wrote."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        convs = [ConversationTensors(n, z[f"c{i}_vectors"], z[f"c{i}_features"]) for i, n in enumerate(meta["names"])]
+        examples = [
+            Example(c, k, z[f"e{i}_query"], z[f"e{i}_features"], z[f"e{i}_cand"], z[f"e{i}_labels"])
+            for i, (k, c) in enumerate(zip(meta["kinds"], meta["convs"]))
+        ]
+    return Dataset(convs, examples, meta["pool"], meta["encoder"], meta.get("retrieval"))

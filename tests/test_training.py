@@ -1,0 +1,147 @@
+"""Training and using the ctxmem model: loss goes down, resume is exact, DDP works, runtime is sound."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ctxmem_plugin.checkpoint import save_model
+from ctxmem_plugin.errors import CheckpointError
+from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.training import TrainConfig, build_model, train
+from ctxmem_plugin.training_data import gather, load_conversations, load_dataset, save_dataset
+
+from conftest import REPO, HashEncoder
+
+LOGS = REPO / "examples" / "chat_logs"
+TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, num_slots=4, hidden=16, write_chunk=4)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    encoder = HashEncoder(64, "hash-64")
+    convs = load_conversations([LOGS])
+    return gather(convs, encoder, pool=30, cues_per_conversation=60, seed=0)
+
+
+def test_self_supervised_data_from_plain_logs(dataset) -> None:
+    kinds = dataset.describe()
+    assert kinds["examples"] > 30 and kinds.get("cue", 0) > 0
+    # Every cue's target turn is among its candidates in almost every case (cues share words).
+    assert np.mean([e.labels.any() for e in dataset.examples]) > 0.8
+
+
+def test_tiny_training_lowers_loss(dataset, tmp_path: Path) -> None:
+    model, log = train(dataset, replace(TINY, epochs=4), tmp_path / "m")
+    assert log[-1]["loss"] < log[0]["loss"] * 0.95, log
+    saved = json.loads((tmp_path / "m" / "train_log.json").read_text())
+    assert [e["loss"] for e in saved["epochs"]] == [e["loss"] for e in log]
+    assert saved["data"]["examples"] == len(dataset.examples)
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors", "train_log.json"}
+
+
+def test_resume_continues_the_same_loss_curve(dataset, tmp_path: Path) -> None:
+    _, straight = train(dataset, replace(TINY, epochs=4), tmp_path / "a")
+    train(dataset, replace(TINY, epochs=2), tmp_path / "b")
+    _, resumed = train(dataset, replace(TINY, epochs=4), tmp_path / "b", resume=True)
+    assert len(resumed) == 4
+    assert np.allclose([e["loss"] for e in resumed], [e["loss"] for e in straight], rtol=1e-4)
+
+
+def test_training_is_deterministic(dataset) -> None:
+    _, a = train(dataset, replace(TINY, epochs=2))
+    _, b = train(dataset, replace(TINY, epochs=2))
+    assert [e["loss"] for e in a] == [e["loss"] for e in b]
+
+
+def _hybrid_and_ctxmem(mem: ContextMemory, query: str) -> tuple[list[int], list[int]]:
+    return ([h.id for h in mem.search(query, ("maya",), k=10, method="hybrid")],
+            [h.id for h in mem.search(query, ("maya",), k=10, method="ctxmem")])
+
+
+def test_untrained_model_leaves_retrieval_unchanged(tmp_path: Path) -> None:
+    from ctxmem_plugin.formats import read_paths
+    from ctxmem_plugin.slot_runtime import RuntimeSettings
+
+    model = build_model(64, "hash-64", TINY)
+    save_model(model, tmp_path / "untrained", extra={"runtime": RuntimeSettings(pool=100, write_chunk=4).to_dict()})
+    with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "untrained") as mem:
+        mem.ingest(read_paths([LOGS / "maya.jsonl"]), ("maya",))
+        for query in ["what is the dog called", "new job", "trip to Lisbon", "soup recipe"]:
+            hybrid, ctx = _hybrid_and_ctxmem(mem, query)
+            assert ctx == hybrid
+
+
+def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Path) -> None:
+    from ctxmem_plugin.formats import read_paths
+
+    train(dataset, TINY, tmp_path / "m")
+    turns = [st.turn for st in read_paths([LOGS / "maya.jsonl"])[0].turns]
+    with ContextMemory(tmp_path / "one", encoder=HashEncoder(), model=tmp_path / "m") as a, \
+         ContextMemory(tmp_path / "many", encoder=HashEncoder(), model=tmp_path / "m") as b:
+        a.add(turns, ("maya",))
+        for t in turns:  # one add() per turn: same slots as one add() of everything
+            b.add(t, ("maya",))
+        assert torch.allclose(a.slots.slots_for(("maya",)), b.slots.slots_for(("maya",)), atol=1e-5)
+        hits = a.search("dog name", ("maya",), k=5)
+        assert hits and all("ctxmem" in h.signals for h in hits)
+        info = a.explain("dog name", ("maya",))
+        assert len(info["attention"]) == TINY.num_slots and abs(sum(info["attention"]) - 1) < 1e-4
+        assert info["top_slots"] and info["top_slots"][0]["turns"]
+    # Slot states persist: reopening gives the same slots without replaying.
+    with ContextMemory(tmp_path / "one", encoder=HashEncoder(), model=tmp_path / "m") as a2, \
+         ContextMemory(tmp_path / "many", encoder=HashEncoder(), model=tmp_path / "m", read_only=True) as b2:
+        assert torch.allclose(a2.slots.slots_for(("maya",)), b2.slots.slots_for(("maya",)), atol=1e-5)
+
+
+def test_corrupt_model_dir_is_a_clear_error(dataset, tmp_path: Path) -> None:
+    train(dataset, replace(TINY, epochs=1), tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "m")
+
+
+DDP_WORKER = r"""
+import json, sys, hashlib
+sys.path.insert(0, {tests!r})
+from dataclasses import replace
+import torch
+from ctxmem_plugin.training import TrainConfig, train
+from ctxmem_plugin.training_data import load_dataset
+torch.set_num_threads(1)
+data = load_dataset({data!r})
+cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-3, num_slots=4, hidden=16, write_chunk=4)
+model, log = train(data, cfg, None)
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+print(json.dumps({{"log": log, "digest": digest}}))
+"""
+
+
+def test_ddp_two_processes_on_cpu(dataset, tmp_path: Path) -> None:
+    data_path = tmp_path / "data.npz"
+    save_dataset(dataset, data_path)
+    assert len(load_dataset(data_path).examples) == len(dataset.examples)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = DDP_WORKER.format(tests=str(Path(__file__).parent), data=str(data_path))
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True))
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    # Gradients are averaged across processes, so both hold identical weights and the same log.
+    assert outs[0]["digest"] == outs[1]["digest"]
+    assert outs[0]["log"][0]["loss"] == pytest.approx(outs[1]["log"][0]["loss"])
+    assert outs[0]["log"][-1]["loss"] < outs[0]["log"][0]["loss"]
