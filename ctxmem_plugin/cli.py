@@ -123,6 +123,7 @@ def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str |
     logs = read_paths(paths, fmt, skip_invalid=skip_invalid)
     total = sum(len(log.turns) for log in logs)
     memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    _ = memory.index  # load the encoder and the vector index first: the rate below counts ingesting only
     with tqdm(total=total, unit="turn", desc="ingest", disable=as_json or None, file=sys.stderr) as bar:
         report = memory.ingest(logs, space, split_conversations=split_conversations, progress=bar.update)
     memory.flush()
@@ -148,7 +149,8 @@ def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str |
 @memory_option
 @namespace_option(default="", help_text="Namespace prefix to search under (default: everything).")
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000), help="Number of hits.")
-@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "ctxmem", "hybrid", "bm25", "dense"]))
+@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "ctxmem", "hybrid", "bm25", "dense"]),
+              help="Ranking: auto = ctxmem with --model, else hybrid.")
 @click.option("--filter", "filter_json", default=None, help='Metadata filter as JSON, e.g. \'{"session": {"$gte": 2}}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
 @model_options

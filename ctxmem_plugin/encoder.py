@@ -93,6 +93,9 @@ class SentenceEncoder:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise DependencyError("sentence-transformers is not installed") from exc
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
                 self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         return self._model
 
@@ -100,7 +103,10 @@ class SentenceEncoder:
     def dim(self) -> int:
         """Width of the vectors."""
         if self._dim is None:
-            self._dim = int(self._load().get_sentence_embedding_dimension())
+            model = self._load()
+            # Renamed in sentence-transformers 6; the old name still works but warns.
+            getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            self._dim = int(getter())
         return self._dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

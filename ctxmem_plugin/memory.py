@@ -107,6 +107,16 @@ class ContextMemory:
         self.device = device
         if read_only and not (self.path / DB_NAME).is_file():
             raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
+        # Model and encoder are checked before anything touches the disk: a bad --model or
+        # --encoder must not leave an empty memory behind.
+        self.slots = None
+        if model is not None:
+            from ctxmem_plugin.slot_runtime import SlotRuntime
+
+            self.slots = SlotRuntime.load(Path(model), device=device)
+            if encoder is None:
+                encoder = self.slots.encoder_hint()
+        self.encoder = load_encoder(encoder, device=device)
         self.path.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
@@ -115,14 +125,8 @@ class ContextMemory:
             self._lock.acquire()
         try:
             self.store = LongTermStore(self.path, read_only=read_only)
-            self.slots = None
-            if model is not None:
-                from ctxmem_plugin.slot_runtime import SlotRuntime
-
-                self.slots = SlotRuntime.load(Path(model), self.store, device=device)
-                if encoder is None:
-                    encoder = self.slots.encoder_hint()
-            self.encoder = load_encoder(encoder, device=device)
+            if self.slots is not None:
+                self.slots.store = self.store
             self._index: VectorIndex | None = None
             self.retrieval = retrieval or RetrievalConfig()
             if self.slots is not None:
@@ -186,8 +190,8 @@ class ContextMemory:
             generation = self.store.generation
             if not index.load(generation):
                 dim = self.encoder.dim
-                added, removed = index.sync(self.store.all_ids(), lambda ids: self.store.vectors(ids, dim))
-                if (added or removed or not (self.path / "vectors.faiss").exists()) and not self.read_only:
+                index.sync(self.store.all_ids(), lambda ids: self.store.vectors(ids, dim))
+                if not self.read_only:  # record the generation it now matches
                     index.save(generation)
             self._index = index
         return self._index
@@ -283,6 +287,8 @@ class ContextMemory:
             keep = [i for i in range(len(turns)) if hashes[i] not in seen and not seen.add(hashes[i])]  # type: ignore[func-returns-value]
             plan.append((space, turns, hashes, keep))
         texts = [embed_text(turns[i]) for _, turns, _, keep in plan for i in keep]
+        if not texts:  # all already present: no transaction, no new generation
+            return [-1] * sum(len(turns) for _, turns, _, _ in plan)
         vectors = self.encoder.encode(texts)  # (n, d), one batched pass for the whole file
         out: list[int] = []
         new_ids: list[int] = []

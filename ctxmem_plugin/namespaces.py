@@ -28,8 +28,10 @@ def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Na
     """
     if isinstance(namespace, str):
         labels: tuple[str, ...] = tuple(namespace.split(SEPARATOR)) if namespace else ()
-    else:
+    elif isinstance(namespace, (tuple, list)):
         labels = tuple(namespace)
+    else:
+        raise NamespaceError(f"a namespace is a tuple of labels or 'a/b' text, got {type(namespace).__name__}")
     if not labels and not allow_empty:
         raise NamespaceError("namespace must have at least one label, e.g. ('user-42',)")
     for label in labels:

@@ -49,6 +49,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "has_image",
     "query_terms_matched",
     "position",
+    "prev_dense",
+    "next_dense",
+    "prev_bm25_norm",
+    "next_bm25_norm",
+    "session_best_dense",
+    "session_best_bm25_norm",
 )
 
 
@@ -67,8 +73,8 @@ class RetrievalConfig:
     pool: int = 100
     bm25_weight: float = 0.6
     dense_weight: float = 0.4
-    dense_floor: float = 0.1
-    neighbour_weight: float = 0.3
+    dense_floor: float = 0.0
+    neighbour_weight: float = 0.5
     neighbours: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,7 +213,9 @@ class HybridRetriever:
 
         score = {"bm25": bm25, "dense": dense, "hybrid": hybrid}[method]
         rows = {t.id: t for t in self.store.get(ids_list)}
-        features = self._features(query, ids, rows, bm25_norm, bm25_present, dense, dense_norm, fused, prev_f, next_f, max_nb, hybrid)
+        features = self._features(
+            query, ids, rows, raw, bm25_norm, bm25_present, dense, dense_norm, fused, prev_f, next_f, max_nb, hybrid
+        )
         bm25_rank = _ranks(bm25, bm25_present)
         dense_rank = _ranks(dense, np.ones(n, dtype=bool))
         signals = []
@@ -225,6 +233,7 @@ class HybridRetriever:
         query: str,
         ids: np.ndarray,
         rows: dict[int, Any],
+        raw: RawScores,
         bm25_norm: np.ndarray,
         bm25_present: np.ndarray,
         dense: np.ndarray,
@@ -244,9 +253,19 @@ class HybridRetriever:
             sessions.setdefault(key, []).append(j)
         sess_best = np.zeros(n)
         sess_mean = np.zeros(n)
+        sess_dense = np.zeros(n)
+        sess_bm25 = np.zeros(n)
         for members in sessions.values():
             sess_best[members] = fused[members].max()
             sess_mean[members] = fused[members].mean()
+            sess_dense[members] = dense[members].max()
+            sess_bm25[members] = bm25_norm[members].max()
+        # Neighbours' own signals (not only their fused score): an answer often sits next to
+        # the turn that names the topic.
+        pad_dense, pad_bm25 = np.append(dense, 0.0), np.append(bm25_norm, 0.0)
+        neigh = np.stack(
+            [pad_dense[raw.prev_pos], pad_dense[raw.next_pos], pad_bm25[raw.prev_pos], pad_bm25[raw.next_pos]], axis=1
+        )  # (n, 4)
         hyb_rank = _ranks(hybrid, np.ones(n, dtype=bool))
         dense_rank = _ranks(dense, np.ones(n, dtype=bool))
         id_rank = _ranks(-ids.astype(np.float64), np.ones(n, dtype=bool))
@@ -275,6 +294,9 @@ class HybridRetriever:
                 float(bool(row.metadata.get("image_caption"))),
                 len(terms & words) / max(len(terms), 1),
                 id_rank[j] / n,
+                *neigh[j],
+                sess_dense[j],
+                sess_bm25[j],
             )
         return f
 

@@ -89,11 +89,11 @@ class SlotRuntime:
         device: where the model runs.
     """
 
-    def __init__(self, model: CtxMemModel, settings: RuntimeSettings, model_id: str, store: LongTermStore, device: str) -> None:
+    def __init__(self, model: CtxMemModel, settings: RuntimeSettings, model_id: str, store: LongTermStore | None, device: str) -> None:
         self.model = model
         self.settings = settings
         self.model_id = model_id
-        self.store = store
+        self.store = store  # type: ignore[assignment]  # bound by ContextMemory once opened
         self.device = device
         self.path: Path | None = None
         cfg = model.config
@@ -105,8 +105,8 @@ class SlotRuntime:
             )
 
     @classmethod
-    def load(cls, directory: Path, store: LongTermStore, *, device: str = "auto") -> SlotRuntime:
-        """Load a model directory (safetensors + JSON only) for use with ``store``."""
+    def load(cls, directory: Path, store: LongTermStore | None = None, *, device: str = "auto") -> SlotRuntime:
+        """Load a model directory (safetensors + JSON only); ``store`` may be bound later."""
         dev = resolve_device(device)
         model = load_model(directory, map_location=dev).eval()
         _, extra = read_config(directory)

@@ -46,17 +46,21 @@ class TrainConfig:
     """Hyper-parameters of a training run (saved in ``train_log.json``)."""
 
     epochs: int = 6
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
     num_slots: int = 16
     hidden: int = 64
     use_slots: bool = True
-    write_chunk: int = 16
+    write_chunk: int = 32
     cue_weight: float = 0.3  # self-supervised examples count less where labelled ones exist
     slot_feature_dim: int = 8
     max_grad_norm: float = 1.0
+    # Writing every conversation into slots dominates a step's cost; gradients flow through the
+    # writes on one step in ``slot_refresh``, the other steps reuse those slots detached (the
+    # read path and the scorer still learn on every step).
+    slot_refresh: int = 4
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
@@ -126,6 +130,7 @@ class _LossModule(nn.Module):
         self.model = model
         self.chunk = chunk
         self.cue_weight = cue_weight
+        self.cached: Tensor | None = None
 
     def conversation_slots(self, turns: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
         """Write every conversation into slots, chunk by chunk (all conversations batched)."""
@@ -136,10 +141,17 @@ class _LossModule(nn.Module):
             slots = self.model.slots.write(slots, turns[:, sl], mask[:, sl], feats[:, sl] if feats.shape[-1] else None)
         return slots
 
-    def forward(self, turns: Tensor, turn_feats: Tensor, turn_mask: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def forward(
+        self, turns: Tensor, turn_feats: Tensor, turn_mask: Tensor, batch: dict[str, Tensor], refresh: bool = True
+    ) -> Tensor:
         cand_vecs = turns[batch["conv_row"].unsqueeze(1), batch["cand"]]  # (b, n, d)
         if self.model.config.scorer.use_slots:
-            slots = self.conversation_slots(turns, turn_feats, turn_mask)[batch["conv_row"]]  # (b, m, d)
+            if refresh or self.cached is None:
+                all_slots = self.conversation_slots(turns, turn_feats, turn_mask)  # (c, m, d)
+                self.cached = all_slots.detach()
+            else:
+                all_slots = self.cached
+            slots = all_slots[batch["conv_row"]]  # (b, m, d)
         else:
             slots = torch.zeros(turns.shape[0], 1, turns.shape[-1])[batch["conv_row"]]
         scores = self.model(batch["features"], batch["mask"], batch["query"], cand_vecs, slots)  # (b, n)
@@ -232,7 +244,8 @@ def train(
     model.to(device).train()
     module: nn.Module = _LossModule(model, cfg.write_chunk, cfg.cue_weight)
     if world > 1:
-        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=not cfg.use_slots)
+        # Steps that reuse detached slots leave the write path unused: DDP must be told.
+        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
     batches = _Batches(data, cfg.write_chunk, device)
     turns, turn_feats, turn_mask = (t.to(device) for t in batches.slot_inputs())
     n = len(data.examples)
@@ -245,9 +258,9 @@ def train(
         rounds = math.ceil(len(steps) / world)
         mine = [steps[(r * world + rank) % len(steps)] for r in range(rounds)]
         total, count = 0.0, 0
-        for idx in mine:
+        for r, idx in enumerate(mine):
             batch = {k: v.to(device) for k, v in batches.batch(idx).items()}
-            loss = module(turns, turn_feats, turn_mask, batch)
+            loss = module(turns, turn_feats, turn_mask, batch, r % cfg.slot_refresh == 0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -26,9 +26,7 @@ def escape_label(label: str) -> str:
     blank = not label.strip()
     if not any(_needs_escape(ch, blank) for ch in label):
         return label
-    return "".join(
-        "".join(f"%{b:02X}" for b in ch.encode("utf-8")) if _needs_escape(ch, blank) else ch for ch in label
-    )
+    return "".join("".join(f"%{b:02X}" for b in ch.encode("utf-8")) if _needs_escape(ch, blank) else ch for ch in label)
 
 
 def unescape_label(label: str) -> str:

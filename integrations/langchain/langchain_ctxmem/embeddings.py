@@ -50,7 +50,12 @@ class LangChainEncoder:
     """
 
     def __init__(
-        self, embeddings: Embeddings, *, name: str | None = None, dim: int | None = None, strip_prefix: str | None = None
+        self,
+        embeddings: Embeddings,
+        *,
+        name: str | None = None,
+        dim: int | None = None,
+        strip_prefix: str | None = None,
     ) -> None:
         self.embeddings = embeddings
         self.name = name or encoder_name(embeddings)

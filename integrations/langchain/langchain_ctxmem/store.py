@@ -27,7 +27,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.store.base import (
@@ -51,7 +51,6 @@ from langgraph.store.base import (
 )
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import StoredTurn
 from langchain_ctxmem._memory import MemoryLike, open_memory
 from langchain_ctxmem._namespaces import from_core, to_core
@@ -107,7 +106,9 @@ class CtxMemStore(BaseStore):
         encoder = None
         if index.get("embed") is not None:
             embed = index["embed"]
-            encoder = as_encoder(embed if hasattr(embed, "encode_query") else ensure_embeddings(embed), dim=index.get("dims"))
+            encoder = as_encoder(
+                embed if hasattr(embed, "encode_query") else ensure_embeddings(embed), dim=index.get("dims")
+            )
         self.memory, self._owns_memory = open_memory(memory, encoder)
         self.index_config = index or None
         self._fields = [(path, path if path == "$" else tokenize_path(path)) for path in (index.get("fields") or ["$"])]
@@ -192,8 +193,11 @@ class CtxMemStore(BaseStore):
             return None
         found = self._item(turn)
         return Item(
-            value=found.value, key=found.key, namespace=found.namespace,
-            created_at=found.created_at, updated_at=found.updated_at,
+            value=found.value,
+            key=found.key,
+            namespace=found.namespace,
+            created_at=found.created_at,
+            updated_at=found.updated_at,
         )
 
     def _search(self, op: SearchOp) -> list[SearchItem]:
@@ -241,10 +245,8 @@ class CtxMemStore(BaseStore):
                 lead = literal if len(literal) > len(lead) else lead
         spaces = [from_core(self.root, space) for space, _count in self.memory.namespaces(self._core(lead))]
         spaces = [space for space in spaces if space and all(_matches(cond, space) for cond in conditions)]
-        if op.max_depth is not None:
-            spaces = sorted({space[: op.max_depth] for space in spaces})
-        else:
-            spaces = sorted(spaces)
+        depth = op.max_depth
+        spaces = sorted({space[:depth] for space in spaces}) if depth is not None else sorted(spaces)
         return spaces[op.offset : op.offset + op.limit]
 
     def _put(self, ops: list[PutOp], now: float) -> None:
@@ -305,8 +307,8 @@ class CtxMemStore(BaseStore):
             namespace=from_core(self.root, turn.namespace),
             key=turn.key or "",
             value=turn.metadata["value"],
-            created_at=datetime.fromtimestamp(turn.created_at, tz=timezone.utc),
-            updated_at=datetime.fromtimestamp(turn.updated_at, tz=timezone.utc),
+            created_at=datetime.fromtimestamp(turn.created_at, tz=UTC),
+            updated_at=datetime.fromtimestamp(turn.updated_at, tz=UTC),
             score=score,
         )
 
@@ -353,9 +355,9 @@ def _matches(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
     if len(namespace) < len(path):
         return False
     if condition.match_type == "prefix":
-        pairs = zip(namespace, path)
+        pairs = zip(namespace[: len(path)], path, strict=True)
     elif condition.match_type == "suffix":
-        pairs = zip(reversed(namespace), reversed(path))
+        pairs = zip(namespace[len(namespace) - len(path) :][::-1], path[::-1], strict=True)
     else:
         raise ValueError(f"Unsupported match type: {condition.match_type}")
     return all(want == "*" or have == want for have, want in pairs)

@@ -1,8 +1,9 @@
 """Fixtures of the langchain-ctxmem tests: a fast fake encoder, a fresh memory, no network.
 
-The test directory is not a package and every module name starts with ``test_lc_``, so that
-``pytest tests integrations/langchain/tests`` from the repository root collects both suites
-without module-name clashes (pytest loads each directory's ``conftest.py`` separately).
+This directory is a package (``tests.conftest``, ``tests.test_lc_*``), so that
+``pytest tests integrations/langchain/tests`` from the repository root collects both suites:
+the core's rootless ``conftest`` module (which its tests import by name) stays the core's, and
+module names never clash (every module here also starts with ``test_lc_``).
 """
 
 from __future__ import annotations

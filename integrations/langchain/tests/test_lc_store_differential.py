@@ -102,10 +102,18 @@ def pair(make_pair: Any) -> Pair:
 
 
 PEOPLE = [
-    (("users", "u1"), "food", {"text": "I love spicy ramen noodles", "score": 4, "tags": ["food", "asian"], "active": True}),
+    (
+        ("users", "u1"),
+        "food",
+        {"text": "I love spicy ramen noodles", "score": 4, "tags": ["food", "asian"], "active": True},
+    ),
     (("users", "u1"), "pet", {"text": "my dog is called Biscuit", "score": 7, "meta": {"kind": "pet", "age": 3}}),
     (("users", "u1", "work"), "job", {"text": "I work as a nurse at night", "score": 9, "active": False}),
-    (("users", "u2"), "food", {"text": "pizza with pineapple is great", "score": 2, "meta": {"kind": "food", "age": 1}}),
+    (
+        ("users", "u2"),
+        "food",
+        {"text": "pizza with pineapple is great", "score": 2, "meta": {"kind": "food", "age": 1}},
+    ),
     (("users", "u22"), "car", {"text": "I drive an old red Volvo", "score": 5, "active": True}),
     (("teams", "t1"), "goal", {"text": "ship the release on Friday", "score": 6}),
 ]
@@ -259,7 +267,13 @@ async def test_search_paging(pair: Pair, limit: int, offset: int) -> None:
 
 @pytest.mark.parametrize(
     "query,best",
-    [("ramen noodles", "food"), ("dog Biscuit", "pet"), ("nurse at night", "job"), ("red Volvo", "car"), ("release Friday", "goal")],
+    [
+        ("ramen noodles", "food"),
+        ("dog Biscuit", "pet"),
+        ("nurse at night", "job"),
+        ("red Volvo", "car"),
+        ("release Friday", "goal"),
+    ],
 )
 async def test_query_best_hit_and_set(pair: Pair, query: str, best: str) -> None:
     await pair.put_all(PEOPLE)
@@ -285,7 +299,9 @@ async def test_query_not_indexed_items_come_last_unscored(pair: Pair) -> None:
 
 async def test_query_index_fields_per_put(make_pair: Any) -> None:
     pair = make_pair(fields=["text"])
-    await pair.put_all([(("d",), "a", {"text": "sailing boats", "note": "pizza"}), (("d",), "b", {"text": "pizza oven"})])
+    await pair.put_all(
+        [(("d",), "a", {"text": "sailing boats", "note": "pizza"}), (("d",), "b", {"text": "pizza oven"})]
+    )
     await pair.put_all([(("d",), "c", {"text": "quantum physics", "note": "pizza pizza"})], index=["note"])
     hits = await pair.same_query(("d",), query="pizza", limit=100)
     assert hits[-1].key == "a"  # its "note" is not indexed: pizza only counts for b and c
@@ -335,9 +351,7 @@ async def test_list_namespaces(pair: Pair, kwargs: dict[str, Any]) -> None:
 # -- namespace validation and awkward labels -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "namespace", [("a.b",), ("a", ""), ("ok", "nul\x00"), (), ("langgraph", "x"), ("a", 1)]
-)
+@pytest.mark.parametrize("namespace", [("a.b",), ("a", ""), ("ok", "nul\x00"), (), ("langgraph", "x"), ("a", 1)])
 async def test_invalid_namespaces_on_put(pair: Pair, namespace: tuple[Any, ...]) -> None:
     (rk, rv), (sk, sv) = await pair.both("put", namespace, "k", {"v": 1})
     assert rk == sk == "error" and rv is sv
@@ -352,8 +366,8 @@ async def test_invalid_namespaces_on_reads(pair: Pair, namespace: tuple[str, ...
 
 async def test_invalid_namespace_in_raw_batch(pair: Pair) -> None:
     """``batch`` validates labels too (``validate_op_namespace``), not only the helper methods."""
-    (rk, rv), (sk, sv) = await pair.both("batch", [GetOp(("a.b",), "k")])
-    assert sk == "error"
+    (rk, _), (sk, raised) = await pair.both("batch", [GetOp(("a.b",), "k")])
+    assert sk == "error" and raised.__name__ == "InvalidNamespaceError"
     assert rk == "ok"  # the reference does not validate in batch; the store must (see docs)
 
 
