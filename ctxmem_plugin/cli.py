@@ -283,7 +283,7 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model directory to write.")
-@click.option("--epochs", default=6, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cues", default=200, show_default=True, type=click.IntRange(0), help="Self-supervised cues per conversation.")

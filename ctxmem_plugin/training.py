@@ -45,7 +45,7 @@ TRAIN_LOG = "train_log.json"
 class TrainConfig:
     """Hyper-parameters of a training run (saved in ``train_log.json``)."""
 
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4

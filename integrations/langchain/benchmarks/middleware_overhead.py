@@ -3,8 +3,9 @@
 Measures, per call, median and p95 milliseconds of:
 
 * ``wrap_model_call`` with a handler that returns at once (the model's own time excluded),
-  without the middleware (the bare handler) and with it (embed the query, hybrid search in
-  the user's namespace, format, override the system message);
+  without the middleware (the bare handler) and with it: for a new user message (embed the
+  query, hybrid search in the user's namespace, format, override the system message) and for
+  a repeated one (an agent's later tool rounds, served from the middleware's recall cache);
 * a whole ``agent.invoke`` with a fake model, with and without the middleware (adds the
   ``after_agent`` write: embedding and committing the new user and assistant turns).
 
@@ -136,8 +137,18 @@ def main() -> None:
         query = request.messages[0].text
         results["encode_query"] = _summary(_timed(lambda: encoder.encode_query(query), args.calls))
         bare = _timed(lambda: handler(request), args.calls)
-        wrapped = _timed(lambda: middleware.wrap_model_call(request, handler), args.calls)
+        # A new user message each call (a cache miss: embed + search), as on an agent's first
+        # model call of a run; then the same message again, as on its later tool rounds.
+        fresh = iter(
+            [
+                request.override(messages=[HumanMessage(content=f"{rng.choice(QUESTIONS)} ({n})")])
+                for n in range(args.calls)
+            ]
+        )
+        wrapped = _timed(lambda: middleware.wrap_model_call(next(fresh), handler), args.calls)
+        repeated = _timed(lambda: middleware.wrap_model_call(request, handler), args.calls)
         results["wrap_model_call"] = {"without": _summary(bare), "with": _summary(wrapped)}
+        results["wrap_model_call_tool_round"] = {"without": _summary(bare), "with": _summary(repeated)}
 
         # 2. whole agent runs (fake model): recall before the call, save after the agent ends.
         def agent(with_memory: bool) -> Any:
@@ -179,7 +190,12 @@ def main() -> None:
     e = results["encode_query"]
     print(f"{'encode_query alone':28} {'':10} {e['median_ms']:10.2f} {'':10}   [p95 {e['p95_ms']:.2f}]")
     print(f"{'':28} {'without':>10} {'with':>10} {'overhead':>10}   (median ms; p95 in brackets)")
-    for name, row in [("wrap_model_call", w), ("agent.invoke (1 model call)", a)]:
+    rounds = [
+        ("wrap_model_call (new msg)", w),
+        ("wrap_model_call (tool round)", results["wrap_model_call_tool_round"]),
+        ("agent.invoke (1 model call)", a),
+    ]
+    for name, row in rounds:
         extra = row["with"]["median_ms"] - row["without"]["median_ms"]
         print(
             f"{name:28} {row['without']['median_ms']:10.2f} {row['with']['median_ms']:10.2f} {extra:10.2f}"

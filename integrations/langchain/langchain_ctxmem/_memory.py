@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ctxmem_plugin.memory import ContextMemory
 
-MemoryLike = ContextMemory | str | Path
+MemoryLike: TypeAlias = ContextMemory | str | Path
 
 
 def open_memory(memory: MemoryLike, encoder: Any = None, **kwargs: Any) -> tuple[ContextMemory, bool]:

@@ -25,7 +25,8 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (n, 1)
     norms[norms == 0] = 1.0
-    return vectors / norms
+    out: np.ndarray = vectors / norms
+    return out
 
 
 def encoder_name(embeddings: Embeddings) -> str:
@@ -86,7 +87,8 @@ class LangChainEncoder:
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query; (dim,) float32, L2-normalised."""
         vector = np.asarray(self.embeddings.embed_query(text), dtype=np.float32)
-        return _normalise(vector.reshape(1, -1))[0]  # (d,)
+        out: np.ndarray = _normalise(vector.reshape(1, -1))[0]  # (d,)
+        return out
 
 
 class CtxMemEmbeddings(Embeddings):
@@ -105,11 +107,13 @@ class CtxMemEmbeddings(Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents."""
-        return self.encoder.encode(list(texts)).tolist()
+        vectors: list[list[float]] = self.encoder.encode(list(texts)).tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query."""
-        return self.encoder.encode_query(text).tolist()
+        vector: list[float] = self.encoder.encode_query(text).tolist()
+        return vector
 
     # The encoders are CPU/GPU-bound and synchronous: the async twins run them in a thread.
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -102,16 +102,16 @@ class CtxMemStore(BaseStore):
         root: Sequence[str] = DEFAULT_ROOT,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        index = dict(index or {})
+        config: dict[str, Any] = dict(index or {})
         encoder = None
-        if index.get("embed") is not None:
-            embed = index["embed"]
+        if config.get("embed") is not None:
+            embed = config["embed"]
             encoder = as_encoder(
-                embed if hasattr(embed, "encode_query") else ensure_embeddings(embed), dim=index.get("dims")
+                embed if hasattr(embed, "encode_query") else ensure_embeddings(embed), dim=config.get("dims")
             )
         self.memory, self._owns_memory = open_memory(memory, encoder)
-        self.index_config = index or None
-        self._fields = [(path, path if path == "$" else tokenize_path(path)) for path in (index.get("fields") or ["$"])]
+        self.index_config = index
+        self._fields = [(p, p if p == "$" else tokenize_path(p)) for p in (config.get("fields") or ["$"])]
         self.root = core_ns.validate(tuple(root), allow_empty=True)
         self.ttl_config = ttl
         self._clock = clock

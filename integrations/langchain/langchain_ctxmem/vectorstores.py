@@ -106,13 +106,17 @@ class CtxMemVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Add texts; an id that exists in the namespace is replaced (upsert). Returns the ids."""
+        """Add texts; an id that exists in the namespace is replaced (upsert). Returns the ids.
+
+        ``ids`` may hold ``None`` for some texts (``add_documents`` passes ``Document.id``):
+        those get a new UUID.
+        """
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
-        given = list(ids) if ids is not None else [None] * len(texts)
+        given: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
         if not len(texts) == len(metadatas) == len(given):
             raise ValueError(f"{len(texts)} texts, {len(metadatas)} metadatas and {len(given)} ids: lengths differ")
         out = [str(i) if i is not None else str(uuid.uuid4()) for i in given]
@@ -242,7 +246,7 @@ class CtxMemVectorStore(VectorStore):
         if not len(ids):
             return []
         chosen = maximal_marginal_relevance(
-            np.asarray(embedding, dtype=np.float32), vectors, lambda_mult=lambda_mult, k=k
+            np.asarray(embedding, dtype=np.float32), vectors.tolist(), lambda_mult=lambda_mult, k=k
         )
         turns = {t.id: t for t in self.memory.get([int(ids[j]) for j in chosen])}
         return [_document(turns[int(ids[j])]) for j in chosen if int(ids[j]) in turns]
