@@ -69,6 +69,21 @@ def main() -> None:
         results["add_single_turn"] = percentiles(t_single)
         print(f"add one turn (encode + commit): p50 {results['add_single_turn']['p50_ms']:.1f} ms")
 
+    if args.model:
+        with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, encoder=encoder, model=args.model) as mem:
+            t0 = time.perf_counter()
+            for c in convs:
+                mem._add_groups({("bench", c.sample_id): list(c.turns)})
+            secs = time.perf_counter() - t0
+            results["ingest_with_slots"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
+            print(f"ingest with slot updates: {turns / secs:.0f} turns/s")
+            lat = []
+            for sid, q in questions:
+                t = time.perf_counter()
+                mem.search(q, ("bench", sid), k=10, method="ctxmem")
+                lat.append(time.perf_counter() - t)
+            results["query_ctxmem"] = percentiles(lat)
+            print(f"query ctxmem: p50 {results['query_ctxmem']['p50_ms']:.1f} ms, p95 {results['query_ctxmem']['p95_ms']:.1f} ms")
     model = load_model(Path(args.model)) if args.model else build_model(384, "all-MiniLM-L6-v2", TrainConfig())
     model.eval()
     chunk = TrainConfig().write_chunk

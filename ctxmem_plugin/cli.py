@@ -301,7 +301,6 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     train_log.json to --out after every epoch; --resume continues the same run.
     """
     import time
-    from dataclasses import replace
 
     from tqdm import tqdm
 

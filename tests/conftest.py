@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from ctxmem_plugin.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
+
 REPO = Path(__file__).resolve().parents[1]
 LOCOMO_DEV = REPO.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
-
-
-class HashEncoder:
-    """Bag-of-words feature hashing into ``dim`` buckets, L2-normalised.
-
-    A real encoder in miniature: texts sharing words get similar vectors, so retrieval tests
-    are meaningful, and it needs no model and no time.
-    """
-
-    def __init__(self, dim: int = 64, name: str = "hash-64") -> None:
-        self.dim = dim
-        self.name = name
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-                out[i, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return out / norms
-
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
 
 
 @pytest.fixture

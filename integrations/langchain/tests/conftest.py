@@ -8,43 +8,16 @@ module names never clash (every module here also starts with ``test_lc_``).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-
-class HashEncoder:
-    """Bag-of-words feature hashing into ``dim`` buckets, L2-normalised.
-
-    Texts sharing words get similar vectors, so ranking assertions mean something, and it
-    costs no model load. (The core's tests have the same class; a test directory cannot
-    import another's conftest.)
-    """
-
-    def __init__(self, dim: int = 64, name: str = "hash-64") -> None:
-        self.dim = dim
-        self.name = name
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-                out[i, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return out / norms
-
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+from ctxmem_plugin.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(autouse=True)
