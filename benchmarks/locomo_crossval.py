@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="reuse/store gathered candidates in this .npz")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
+    parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
     args = parser.parse_args()
 
     convs = load_conversations([args.file])
@@ -79,7 +81,10 @@ def main() -> None:
         row["hybrid"] = {f"recall@{k}": recall(ranks(data, test_idx, base), full_gold, k) for k in KS}
         row["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
-            cfg = replace(TrainConfig(), epochs=args.epochs, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size)
+            if name not in args.only.split(","):
+                continue
+            cfg = replace(TrainConfig(), epochs=args.epochs, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
+                          slot_refresh=args.slot_refresh)
             t0 = time.perf_counter()
             model, log = train(train_data, cfg)
             secs = time.perf_counter() - t0
