@@ -404,3 +404,20 @@ def test_real_model_query_finds_the_answer(real_memory: tuple[Path, list[dict]])
     assert any(h["text"].startswith("Her name is Pretzel") for h in hits), [h["text"] for h in hits]
     hits = cli_json("query", "What book did the club pick for May?", "--memory", mem, "-k", "3", "--json")
     assert any("Piranesi" in h["text"] for h in hits), [h["text"] for h in hits]
+
+
+def test_train_then_query_and_explain_with_the_model(tmp_path: Path, encoder: CountingEncoder) -> None:
+    out = tmp_path / "model"
+    result = cli("train", EXAMPLES, "--out", out, "--epochs", "2", "--cues", "30")
+    assert "trained 2 epochs" in result.stdout
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["epochs"]) == 2 and log["data"]["examples"] > 0 and log["files"] == [str(EXAMPLES)]
+    cli("train", EXAMPLES, "--out", out, "--epochs", "3", "--cues", "30", "--resume")
+    assert len(json.loads((out / "train_log.json").read_text())["epochs"]) == 3
+    mem = tmp_path / "mem"
+    cli("ingest", EXAMPLES / "maya.jsonl", "--memory", mem, "--namespace", "maya", "--model", out)
+    hits = cli_json("query", "Maya dog name", "--memory", mem, "--namespace", "maya", "--model", out, "--json")
+    assert hits and all("ctxmem" in h["signals"] for h in hits)
+    info = cli_json("explain", "Maya dog name", "--memory", mem, "--namespace", "maya", "--model", out, "--json")
+    assert abs(sum(info["attention"]) - 1.0) < 1e-4 and info["top_slots"]
+    cli("train", EXAMPLES, "--out", tmp_path / "none", "--resume", code=2)
