@@ -32,6 +32,15 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean())}
 
 
+def time_queries(mem: ContextMemory, questions: list[tuple[str, str]], method: str) -> dict[str, float]:
+    lat = []
+    for sid, q in questions:
+        t = time.perf_counter()
+        mem.search(q, ("bench", sid), k=10, method=method)
+        lat.append(time.perf_counter() - t)
+    return percentiles(lat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
@@ -54,12 +63,7 @@ def main() -> None:
         print(f"ingest: {turns} turns in {secs:.1f}s = {turns / secs:.0f} turns/s (batched, MiniLM on CPU)")
         questions = [(c.sample_id, q.question) for c in convs for q in c.questions[:30]]
         for method in ("bm25", "dense", "hybrid"):
-            lat = []
-            for sid, q in questions:
-                t = time.perf_counter()
-                mem.search(q, ("bench", sid), k=10, method=method)
-                lat.append(time.perf_counter() - t)
-            results[f"query_{method}"] = percentiles(lat)
+            results[f"query_{method}"] = time_queries(mem, questions, method)
             print(f"query {method}: p50 {results[f'query_{method}']['p50_ms']:.1f} ms, p95 {results[f'query_{method}']['p95_ms']:.1f} ms")
         t_single = []
         for i in range(30):
@@ -77,12 +81,7 @@ def main() -> None:
             secs = time.perf_counter() - t0
             results["ingest_with_slots"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
             print(f"ingest with slot updates: {turns / secs:.0f} turns/s")
-            lat = []
-            for sid, q in questions:
-                t = time.perf_counter()
-                mem.search(q, ("bench", sid), k=10, method="ctxmem")
-                lat.append(time.perf_counter() - t)
-            results["query_ctxmem"] = percentiles(lat)
+            results["query_ctxmem"] = time_queries(mem, questions, "ctxmem")
             print(f"query ctxmem: p50 {results['query_ctxmem']['p50_ms']:.1f} ms, p95 {results['query_ctxmem']['p95_ms']:.1f} ms")
     model = load_model(Path(args.model)) if args.model else build_model(384, "all-MiniLM-L6-v2", TrainConfig())
     model.eval()
