@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
+    parser.add_argument("--slot-competition", action=argparse.BooleanOptionalAction, default=TrainConfig.slot_competition)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
     args = parser.parse_args()
 
@@ -84,7 +85,7 @@ def main() -> None:
             if name not in args.only.split(","):
                 continue
             cfg = replace(TrainConfig(), epochs=args.epochs, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
-                          slot_refresh=args.slot_refresh)
+                          slot_refresh=args.slot_refresh, slot_competition=args.slot_competition)
             t0 = time.perf_counter()
             model, log = train(train_data, cfg)
             secs = time.perf_counter() - t0

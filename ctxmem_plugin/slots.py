@@ -27,6 +27,10 @@ class SlotConfig:
         ffn_mult: width multiplier of the feed-forward refinement of the candidate update.
         init_std: standard deviation of the learned initial slots.
         gate_bias: initial bias of the update gate; negative keeps more of the old memory at first.
+        competition: Slot-Attention-style write: each turn's attention is normalised over the
+            slots (slots compete for turns), then each slot averages the turns it won. Without
+            it every slot reads its own softmax over all turns, and slots tend to collapse
+            onto the same mixture.
     """
 
     dim: int = 384
@@ -36,6 +40,7 @@ class SlotConfig:
     ffn_mult: int = 2
     init_std: float = 0.02
     gate_bias: float = 0.0
+    competition: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dim", "num_slots", "heads", "ffn_mult"):
@@ -45,6 +50,8 @@ class SlotConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.competition, bool):
+            raise ValueError(f"competition must be a bool, got {self.competition!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
 
@@ -184,7 +191,11 @@ class SlotMemory(nn.Module):
         # finfo.min rather than -inf: a fully masked row stays finite (it is discarded below).
         keep = mask[:, None, None, :]  # (b, 1, 1, t)
         logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        attn = logits.softmax(dim=-1)  # (b, h, m, t)
+        if cfg.competition:
+            attn = logits.softmax(dim=-2) * keep  # (b, h, m, t): turns shared out among slots
+            attn = attn / (attn.sum(dim=-1, keepdim=True) + 1e-8)  # weighted mean of won turns
+        else:
+            attn = logits.softmax(dim=-1)  # (b, h, m, t)
         read = (attn @ v).transpose(1, 2).reshape(b, -1, d)  # (b, m, d)
         msg = self.w_out(read)  # (b, m, d)
 

@@ -61,13 +61,14 @@ class TrainConfig:
     # writes on one step in ``slot_refresh``, the other steps reuse those slots detached (the
     # read path and the scorer still learn on every step).
     slot_refresh: int = 4
+    slot_competition: bool = False
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
     """A fresh model whose scorer starts as the identity on the hybrid score."""
     torch.manual_seed(cfg.seed)
     config = ModelConfig(
-        slots=SlotConfig(dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim),
+        slots=SlotConfig(dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, competition=cfg.slot_competition),
         scorer=ScorerConfig(num_features=len(FEATURE_NAMES), base_score_index=0, dim=dim, hidden=cfg.hidden, use_slots=cfg.use_slots),
         encoder=encoder,
         feature_names=FEATURE_NAMES,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 
 import pytest
@@ -23,10 +25,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def memory() -> SlotMemory:
+@pytest.fixture(params=[False, True], ids=["softmax-over-turns", "slot-competition"])
+def memory(request: pytest.FixtureRequest) -> SlotMemory:
+    """Every property holds for both write rules."""
     torch.manual_seed(0)
-    return SlotMemory(CFG)
+    return SlotMemory(dataclasses.replace(CFG, competition=request.param))
 
 
 def _turns(b: int, t: int, seed: int = 1) -> torch.Tensor:
