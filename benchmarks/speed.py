@@ -41,6 +41,14 @@ def time_queries(mem: ContextMemory, questions: list[tuple[str, str]], method: s
     return percentiles(lat)
 
 
+def time_ingest(mem: ContextMemory, convs: list) -> tuple[int, float]:
+    """``(turns, seconds)`` to ingest every conversation into its own namespace."""
+    t0 = time.perf_counter()
+    for c in convs:
+        mem._add_groups({("bench", c.sample_id): list(c.turns)})
+    return sum(len(c.turns) for c in convs), time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
@@ -54,11 +62,7 @@ def main() -> None:
     results: dict[str, object] = {}
 
     with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, encoder=encoder) as mem:
-        turns = sum(len(c.turns) for c in convs)
-        t0 = time.perf_counter()
-        for c in convs:
-            mem._add_groups({("bench", c.sample_id): list(c.turns)})
-        secs = time.perf_counter() - t0
+        turns, secs = time_ingest(mem, convs)
         results["ingest"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
         print(f"ingest: {turns} turns in {secs:.1f}s = {turns / secs:.0f} turns/s (batched, MiniLM on CPU)")
         questions = [(c.sample_id, q.question) for c in convs for q in c.questions[:30]]
@@ -75,10 +79,7 @@ def main() -> None:
 
     if args.model:
         with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, encoder=encoder, model=args.model) as mem:
-            t0 = time.perf_counter()
-            for c in convs:
-                mem._add_groups({("bench", c.sample_id): list(c.turns)})
-            secs = time.perf_counter() - t0
+            turns, secs = time_ingest(mem, convs)
             results["ingest_with_slots"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
             print(f"ingest with slot updates: {turns / secs:.0f} turns/s")
             results["query_ctxmem"] = time_queries(mem, questions, "ctxmem")

@@ -218,28 +218,10 @@ class ContextMemory:
         return self._add(turns, namespace, [None] * len(turns) if dedupe else None)
 
     def _add(self, turns: Sequence[Turn], namespace: NamespaceLike, positions: Sequence[Any] | None) -> list[int]:
-        self._writable()
+        """Live messages: deduplicated by content only when ``positions`` is given."""
         space = ns.validate(namespace)
-        if not turns:
-            return []
-        hashes = [t.content_hash(positions[i] if positions is not None else None) for i, t in enumerate(turns)]
-        with self._guard:
-            index = self.index
-            keep = list(range(len(turns)))
-            if positions is not None:
-                seen = self.store.existing_hashes(space, hashes)
-                keep = [i for i in keep if hashes[i] not in seen and not seen.add(hashes[i])]  # type: ignore[func-returns-value]
-            vectors = self.encoder.encode([embed_text(turns[i]) for i in keep])  # (n, d)
-            rows = [NewRow(turns[i], index_text(turns[i]), hashes[i], vectors[j]) for j, i in enumerate(keep)]
-            with self.store.transaction():
-                ids, replaced = self.store.insert(space, rows)
-                if self.slots is not None:
-                    self.slots.update(space, np.asarray(ids, dtype=np.int64), vectors)
-            _apply_to_index(index, ids, vectors, replaced)
-        out = [-1] * len(turns)
-        for j, i in enumerate(keep):
-            out[i] = ids[j]
-        return out
+        keyed = [(t, t.content_hash(positions[i] if positions is not None else None), None) for i, t in enumerate(turns)]
+        return self._write([(space, keyed)], dedupe=positions is not None)
 
     def ingest(
         self,
@@ -276,40 +258,63 @@ class ContextMemory:
         return report
 
     def _add_groups(self, groups: dict[ns.Namespace, list[Any]]) -> list[int]:
-        """All groups of one file in one transaction: a file is ingested whole or not at all."""
+        """Log turns (``SourceTurn``), identified by content and position in their conversation,
+        so re-ingesting a file adds nothing; all groups commit in one transaction."""
+        keyed = [
+            (space, [(st.turn, st.turn.content_hash(f"{st.conversation}#{st.position}"), None) for st in items])
+            for space, items in groups.items()
+        ]
+        return self._write(keyed, dedupe=True)
+
+    def _write(
+        self, groups: Sequence[tuple[ns.Namespace, Sequence[tuple[Turn, str, np.ndarray | None]]]], *, dedupe: bool
+    ) -> list[int]:
+        """The one write path: dedupe, one batched encode, one transaction (rows, slots), FAISS.
+
+        ``groups`` are runs of ``(turn, content hash, vector or None)`` per namespace, in order; a
+        given vector is reused, the others are encoded in one batch. Returns an id per turn, in
+        order; ``-1`` for a turn skipped as already present.
+        """
         self._writable()
-        index = self.index
-        plan = []
-        for space, items in groups.items():
-            turns = [st.turn for st in items]
-            hashes = [st.turn.content_hash(f"{st.conversation}#{st.position}") for st in items]
-            seen = self.store.existing_hashes(space, hashes)
-            keep = [i for i in range(len(turns)) if hashes[i] not in seen and not seen.add(hashes[i])]  # type: ignore[func-returns-value]
-            plan.append((space, turns, hashes, keep))
-        texts = [embed_text(turns[i]) for _, turns, _, keep in plan for i in keep]
-        if not texts:  # all already present: no transaction, no new generation
-            return [-1] * sum(len(turns) for _, turns, _, _ in plan)
-        vectors = self.encoder.encode(texts)  # (n, d), one batched pass for the whole file
-        out: list[int] = []
-        new_ids: list[int] = []
-        replaced: list[int] = []
-        offset = 0
-        with self.store.transaction():
-            for space, turns, hashes, keep in plan:
-                vecs = vectors[offset : offset + len(keep)]
-                offset += len(keep)
-                rows = [NewRow(turns[i], index_text(turns[i]), hashes[i], vecs[j]) for j, i in enumerate(keep)]
-                ids, gone = self.store.insert(space, rows)
-                replaced += gone
-                if self.slots is not None and ids:
-                    self.slots.update(space, np.asarray(ids, dtype=np.int64), vecs)
-                got = [-1] * len(turns)
-                for j, i in enumerate(keep):
-                    got[i] = ids[j]
-                out += got
-                new_ids += ids
-        _apply_to_index(index, new_ids, vectors, replaced)
-        return out
+        with self._guard:
+            index = self.index
+            plan = []
+            for space, items in groups:
+                keep = list(range(len(items)))
+                if dedupe:
+                    seen = self.store.existing_hashes(space, [h for _, h, _ in items])
+                    keep = [i for i in keep if items[i][1] not in seen and not seen.add(items[i][1])]  # type: ignore[func-returns-value]
+                plan.append((space, items, keep))
+            todo = [items[i] for _, items, keep in plan for i in keep]
+            if not todo:  # nothing new: no transaction, no new generation
+                return [-1] * sum(len(items) for _, items, _ in plan)
+            vectors = np.zeros((len(todo), self.encoder.dim), dtype=np.float32)  # (n, d)
+            missing = [j for j, (_, _, v) in enumerate(todo) if v is None]
+            for j, (_, _, v) in enumerate(todo):
+                if v is not None:
+                    vectors[j] = v
+            if missing:  # one batched pass for everything not already embedded
+                vectors[missing] = self.encoder.encode([embed_text(todo[j][0]) for j in missing])
+            out: list[int] = []
+            new_ids: list[int] = []
+            replaced: list[int] = []
+            offset = 0
+            with self.store.transaction():
+                for space, items, keep in plan:
+                    vecs = vectors[offset : offset + len(keep)]
+                    offset += len(keep)
+                    rows = [NewRow(items[i][0], index_text(items[i][0]), items[i][1], vecs[j]) for j, i in enumerate(keep)]
+                    ids, gone = self.store.insert(space, rows)
+                    replaced += gone
+                    if self.slots is not None and ids:
+                        self.slots.update(space, np.asarray(ids, dtype=np.int64), vecs)
+                    got = [-1] * len(items)
+                    for j, i in enumerate(keep):
+                        got[i] = ids[j]
+                    out += got
+                    new_ids += ids
+            _apply_to_index(index, new_ids, vectors, replaced)
+            return out
 
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""

@@ -16,9 +16,8 @@ import numpy as np
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.errors import FormatError, NamespaceError
 from ctxmem_plugin.formats import build_turn
-from ctxmem_plugin.indexing import index_text
 from ctxmem_plugin.records import Turn
-from ctxmem_plugin.store import LongTermStore, NewRow
+from ctxmem_plugin.store import LongTermStore
 
 
 def export_jsonl(memory_dir: Path, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
@@ -88,39 +87,16 @@ def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
             raise FormatError("vector: expected an array of numbers", where)
         usable = vec is not None and obj.get("encoder") == memory.encoder.name and len(vec) == memory.encoder.dim
         records.append((space, turn, np.asarray(vec, dtype=np.float32) if usable else None))
-    if not records:
-        return 0, 0
-    from ctxmem_plugin.indexing import embed_text
-
-    memory._writable()
-    index = memory.index
-    todo = [i for i, (_, _, v) in enumerate(records) if v is None]
-    fresh = memory.encoder.encode([embed_text(records[i][1]) for i in todo]) if todo else None
-    vectors = [r[2] for r in records]
-    for j, i in enumerate(todo):
-        vectors[i] = fresh[j]
-    added_ids: list[int] = []
-    replaced: list[int] = []
-    added_vecs: list[np.ndarray] = []
-    duplicates = 0
+    # Identical turns said twice stay two turns; the same file imported again adds nothing.
     occurrences: dict[tuple[ns.Namespace, str], int] = {}
-    with memory._guard, memory.store.transaction():
-        for (space, turn, _), vec in zip(records, vectors):
-            # Identical turns said twice stay two turns; the same file imported again adds nothing.
-            first = turn.content_hash("import")
-            seen = occurrences[space, first] = occurrences.get((space, first), -1) + 1
-            digest = first if seen == 0 else turn.content_hash(f"import#{seen}")
-            if memory.store.existing_hashes(space, [digest]):
-                duplicates += 1
-                continue
-            ids, gone = memory.store.insert(space, [NewRow(turn, index_text(turn), digest, vec)])
-            replaced += gone
-            if memory.slots is not None:
-                memory.slots.update(space, np.asarray(ids, dtype=np.int64), np.asarray([vec]))
-            added_ids += ids
-            added_vecs.append(vec)
-    if added_ids:
-        from ctxmem_plugin.memory import _apply_to_index
-
-        _apply_to_index(index, added_ids, np.stack(added_vecs), replaced)
-    return len(added_ids), duplicates
+    runs: list[tuple[ns.Namespace, list[tuple[Turn, str, np.ndarray | None]]]] = []
+    for space, turn, vec in records:
+        first = turn.content_hash("import")
+        seen = occurrences[space, first] = occurrences.get((space, first), -1) + 1
+        digest = first if seen == 0 else turn.content_hash(f"import#{seen}")
+        if not runs or runs[-1][0] != space:
+            runs.append((space, []))
+        runs[-1][1].append((turn, digest, vec))
+    ids = memory._write(runs, dedupe=True)
+    added = sum(1 for i in ids if i >= 0)
+    return added, len(ids) - added
