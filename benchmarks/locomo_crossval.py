@@ -21,8 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from ctxmem_plugin.encoder import SentenceEncoder
+from ctxmem_plugin.slots import WRITE_RULES
 from ctxmem_plugin.training import TrainConfig, score_examples, train
-from ctxmem_plugin.training_data import Dataset, gather, load_conversations, load_dataset, save_dataset
+from ctxmem_plugin.training_data import (
+    Dataset,
+    gather,
+    load_conversations,
+    load_dataset,
+    save_dataset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)
@@ -49,9 +56,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/crossval.json"))
     parser.add_argument("--cache", default=None, help="reuse/store gathered candidates in this .npz")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
-    parser.add_argument("--slot-competition", action=argparse.BooleanOptionalAction, default=TrainConfig.slot_competition)
+    parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
     args = parser.parse_args()
 
@@ -67,6 +75,7 @@ def main() -> None:
     print(f"gathered {data.describe()} in {gather_s:.0f}s", flush=True)
     names = [c.name for c in convs]
     folds = names if args.folds == "all" else args.folds.split(",")
+    methods = [m for m in ("ctxmem", "no-slots") if m in args.only.split(",")]
     rows = []
     for held in folds:
         train_names = set(names) - {held}
@@ -82,10 +91,10 @@ def main() -> None:
         row["hybrid"] = {f"recall@{k}": recall(ranks(data, test_idx, base), full_gold, k) for k in KS}
         row["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
-            if name not in args.only.split(","):
+            if name not in methods:
                 continue
-            cfg = replace(TrainConfig(), epochs=args.epochs, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
-                          slot_refresh=args.slot_refresh, slot_competition=args.slot_competition)
+            cfg = replace(TrainConfig(), epochs=args.epochs, seed=args.seed, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
+                          slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule)
             t0 = time.perf_counter()
             model, log = train(train_data, cfg)
             secs = time.perf_counter() - t0
@@ -98,25 +107,23 @@ def main() -> None:
             row[name]["seconds_per_epoch"] = secs / cfg.epochs
             row[name]["final_loss"] = log[-1]["loss"]
         rows.append(row)
-        print(
-            f"{held}: n={row['questions']:4d} pool {row['pool_recall']:.3f} | hybrid R@10 {row['hybrid']['recall@10']:.3f} "
-            f"| ctxmem R@1 {row['ctxmem']['recall@1']:.3f} R@10 {row['ctxmem']['recall@10']:.3f} "
-            f"| no-slots R@1 {row['no-slots']['recall@1']:.3f} R@10 {row['no-slots']['recall@10']:.3f} "
-            f"| {row['ctxmem']['seconds_per_epoch']:.1f}s/epoch",
-            flush=True,
+        trained = "".join(
+            f"| {m} R@1 {row[m]['recall@1']:.3f} R@10 {row[m]['recall@10']:.3f} {row[m]['seconds_per_epoch']:.1f}s/epoch "  # type: ignore[index]
+            for m in methods
         )
+        print(f"{held}: n={row['questions']:4d} pool {row['pool_recall']:.3f} | hybrid R@10 {row['hybrid']['recall@10']:.3f} {trained}", flush=True)
     summary = {}
-    for method in ("hybrid", "no-slots", "ctxmem"):
+    for method in ("hybrid", *methods):
         for k in KS:
             vals = [r[method][f"recall@{k}"] for r in rows]  # type: ignore[index]
             summary[f"{method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
     print("\nmean over folds (std):")
     print(f"{'method':<10}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
-    for method in ("hybrid", "no-slots", "ctxmem"):
+    for method in ("hybrid", *methods):
         print(f"{method:<10}" + "".join(
             f"{summary[f'{method} recall@{k}']['mean']:>9.3f} ±{summary[f'{method} recall@{k}']['std']:.3f}" for k in KS))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe()}, indent=1))
+    Path(args.out).write_text(json.dumps({"config": {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name, "out": Path(args.out).name}, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe()}, indent=1))
 
 
 if __name__ == "__main__":

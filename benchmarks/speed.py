@@ -54,13 +54,22 @@ def main() -> None:
     parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/speed.json"))
+    parser.add_argument("--slots-only", action="store_true", help="only the slot write cost and state size")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    results: dict[str, object] = {}
+    if not args.slots_only:
+        time_memory(args, results)
+    time_slots(args, results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def time_memory(args: argparse.Namespace, results: dict[str, object]) -> None:
+    """Ingest, add and query timings, with the model when one is given."""
     convs = load_locomo(args.file)
     encoder = SentenceEncoder(device="cpu")
     encoder.encode(["warm up"])
-    results: dict[str, object] = {}
-
     with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, encoder=encoder) as mem:
         turns, secs = time_ingest(mem, convs)
         results["ingest"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
@@ -84,6 +93,10 @@ def main() -> None:
             print(f"ingest with slot updates: {turns / secs:.0f} turns/s")
             results["query_ctxmem"] = time_queries(mem, questions, "ctxmem")
             print(f"query ctxmem: p50 {results['query_ctxmem']['p50_ms']:.1f} ms, p95 {results['query_ctxmem']['p95_ms']:.1f} ms")
+
+
+def time_slots(args: argparse.Namespace, results: dict[str, object]) -> None:
+    """Slot write cost per turn at a short and a long history, and the state size."""
     model = load_model(Path(args.model)) if args.model else build_model(384, "all-MiniLM-L6-v2", TrainConfig())
     model.eval()
     chunk = TrainConfig().write_chunk
@@ -109,8 +122,7 @@ def main() -> None:
     raw_bytes = 600 * cfg.dim * 4
     results["compression_600_turns"] = {"slot_state_bytes": slot_bytes, "history_embedding_bytes": raw_bytes, "ratio": raw_bytes / slot_bytes}
     print(f"slot state {slot_bytes} B vs 600 turn embeddings {raw_bytes} B: {raw_bytes / slot_bytes:.1f}x smaller")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    results["slot_write_rule"] = cfg.write_rule
 
 
 if __name__ == "__main__":

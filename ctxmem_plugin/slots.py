@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+WRITE_RULES: tuple[str, ...] = ("route", "attend", "compete")
+"""The write rules of :class:`SlotMemory`; see :class:`SlotConfig`."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,18 @@ class SlotConfig:
         ffn_mult: width multiplier of the feed-forward refinement of the candidate update.
         init_std: standard deviation of the learned initial slots.
         gate_bias: initial bias of the update gate; negative keeps more of the old memory at first.
-        competition: Slot-Attention-style write: each turn's attention is normalised over the
-            slots (slots compete for turns), then each slot averages the turns it won. Without
-            it every slot reads its own softmax over all turns, and slots tend to collapse
-            onto the same mixture.
+        write_rule: how a chunk of turns reaches the slots.
+
+            - ``"route"`` (default): each turn is routed to the slots it resembles (cosine,
+              softmax over the slots, with a penalty on slots that already hold much), and a
+              slot *accumulates* what it wins: ``slot <- decay * slot + gate * won * content``.
+              The slot's norm is its accumulated mass, so a slot that wins nothing keeps its
+              content and a topic from turn 50 is still there at turn 5,000.
+            - ``"attend"``: every slot reads its own softmax over the chunk's turns and a gate
+              mixes that into the slot. Measured on LoCoMo, the slots collapse onto one vector
+              and forget all but the last few chunks (kept for comparison).
+            - ``"compete"``: Slot-Attention normalisation (each turn shared out among the
+              slots, then each slot averages what it won), same gate as ``"attend"``.
     """
 
     dim: int = 384
@@ -40,7 +52,7 @@ class SlotConfig:
     ffn_mult: int = 2
     init_std: float = 0.02
     gate_bias: float = 0.0
-    competition: bool = False
+    write_rule: str = "route"
 
     def __post_init__(self) -> None:
         for name in ("dim", "num_slots", "heads", "ffn_mult"):
@@ -50,8 +62,8 @@ class SlotConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a number, got {value!r}")
-        if not isinstance(self.competition, bool):
-            raise ValueError(f"competition must be a bool, got {self.competition!r}")
+        if self.write_rule not in WRITE_RULES:
+            raise ValueError(f"write_rule must be one of {', '.join(WRITE_RULES)}, got {self.write_rule!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
 
@@ -111,8 +123,22 @@ class SlotMemory(nn.Module):
         )
         self.slot_norm = nn.LayerNorm(d)
         self.turn_norm = nn.LayerNorm(d)
-        self.w_query = nn.Linear(d, d, bias=False)
-        self.w_key = nn.Linear(d, d, bias=False)
+        routed = config.write_rule == "route"
+        # Routing starts as plain cosine similarity (identity projections), so an untrained
+        # memory already files a turn with the slots holding similar turns.
+        self.w_query = _eye_linear(d) if routed else nn.Linear(d, d, bias=False)
+        self.w_key = _eye_linear(d) if routed else nn.Linear(d, d, bias=False)
+        if routed:
+            if self.feature_proj is not None:
+                # Random projections of the 0/1 speaker features have norm ~4 and would swamp
+                # the unit-norm embeddings; start from the embeddings alone.
+                nn.init.zeros_(self.feature_proj.weight)
+            # Scale 40 and balance 2 were picked on how an untrained memory files one dev conversation
+            # (slots spread over its topics, none left empty), not on retrieval scores.
+            self.route_log_scale = nn.Parameter(torch.tensor(math.log(40.0)))
+            self.route_balance = nn.Parameter(torch.tensor(2.0))
+            # Forgetting per turn written; e^-0.0005 per turn keeps ~74% of a slot after 600 turns.
+            self.route_log_forget = nn.Parameter(torch.tensor(math.log(5e-4)))
         self.w_value = _eye_linear(d)
         self.w_out = _eye_linear(d)
         ffn_out = nn.Linear(config.ffn_mult * d, d)
@@ -182,6 +208,11 @@ class SlotMemory(nn.Module):
             feats = features.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, f)
             x = x + self.feature_proj(feats)  # (b, t, d)
 
+        if cfg.write_rule == "route":
+            new = self._route(slots, x, mask)
+            has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
+            return torch.where(has_turn, new, slots)  # (b, m, d)
+
         h, dh = cfg.heads, d // cfg.heads
         q = self.w_query(self.slot_norm(slots)).view(b, -1, h, dh).transpose(1, 2)  # (b, h, m, dh)
         xn = self.turn_norm(x)
@@ -191,7 +222,7 @@ class SlotMemory(nn.Module):
         # finfo.min rather than -inf: a fully masked row stays finite (it is discarded below).
         keep = mask[:, None, None, :]  # (b, 1, 1, t)
         logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        if cfg.competition:
+        if cfg.write_rule == "compete":
             attn = logits.softmax(dim=-2) * keep  # (b, h, m, t): turns shared out among slots
             attn = attn / (attn.sum(dim=-1, keepdim=True) + 1e-8)  # weighted mean of won turns
         else:
@@ -205,6 +236,25 @@ class SlotMemory(nn.Module):
         # A row with nothing new keeps its slots bit-exactly (a gate of 0 would only be close).
         has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
         return torch.where(has_turn, new, slots)  # (b, m, d)
+
+    def _route(self, slots: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+        """The ``"route"`` write: turns go to the slots they resemble; slots accumulate them."""
+        s_dir = F.normalize(self.w_query(self.slot_norm(slots)), dim=-1)  # (b, m, d)
+        x_dir = F.normalize(self.w_key(self.turn_norm(x)), dim=-1)  # (b, t, d)
+        mass = slots.norm(dim=-1)  # (b, m): what a slot holds grows its norm
+        # The penalty on full slots keeps one slot from winning everything: a slot that already
+        # holds much is only chosen when it is clearly the most similar.
+        logits = self.route_log_scale.exp() * (x_dir @ s_dir.transpose(-1, -2))  # (b, t, m)
+        logits = logits - self.route_balance * torch.log1p(mass).unsqueeze(1)  # (b, t, m)
+        assign = logits.softmax(dim=-1) * mask.unsqueeze(-1).to(x.dtype)  # (b, t, m)
+        won = assign.sum(dim=1)  # (b, m)
+        content = assign.transpose(1, 2) @ self.w_value(x) / (won.unsqueeze(-1) + 1e-6)  # (b, m, d)
+        msg = self.w_out(content)  # (b, m, d): mean of the turns each slot won
+        candidate = msg + self.ffn(msg)  # (b, m, d)
+        gate = torch.sigmoid(self.gate(torch.cat([self.slot_norm(slots), msg], dim=-1)))  # (b, m, d)
+        written = mask.sum(dim=1).to(x.dtype)  # (b,)
+        decay = torch.exp(-self.route_log_forget.exp() * written)[:, None, None]  # (b, 1, 1)
+        return decay * slots + gate * won.unsqueeze(-1) * candidate  # (b, m, d)
 
     def read(self, slots: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
         """Softmax attention of the query over the slots.
@@ -224,7 +274,9 @@ class SlotMemory(nn.Module):
         # Untrained, a logit is sqrt(d) x the query-slot correlation: about +-1 for unrelated
         # vectors, near 10 for close ones at d=384, so attention starts selective, not one-hot.
         attn = (q @ k.transpose(-1, -2) / math.sqrt(self.config.dim)).softmax(dim=-1)  # (b, q, m)
-        context = attn @ slots  # (b, q, d)
+        # Routed slots carry their mass in their norm; the read returns their directions.
+        values = F.normalize(slots, dim=-1) if self.config.write_rule == "route" else slots
+        context = attn @ values  # (b, q, d)
         if squeeze:
             return context.squeeze(1), attn.squeeze(1)
         return context, attn

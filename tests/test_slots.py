@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ctxmem_plugin.slots import SlotConfig, SlotMemory
+from ctxmem_plugin.slots import WRITE_RULES, SlotConfig, SlotMemory
 
 CFG = SlotConfig(dim=16, num_slots=4, heads=2, feature_dim=3)
 
@@ -25,11 +24,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(params=[False, True], ids=["softmax-over-turns", "slot-competition"])
+@pytest.fixture(params=WRITE_RULES)
 def memory(request: pytest.FixtureRequest) -> SlotMemory:
-    """Every property holds for both write rules."""
+    """Every property holds for every write rule."""
     torch.manual_seed(0)
-    return SlotMemory(dataclasses.replace(CFG, competition=request.param))
+    return SlotMemory(dataclasses.replace(CFG, write_rule=request.param))
 
 
 def _turns(b: int, t: int, seed: int = 1) -> torch.Tensor:
@@ -83,6 +82,8 @@ def test_fully_masked_row_is_unchanged_exactly(memory: SlotMemory) -> None:
 
 
 def test_features_none_means_zero_features(memory: SlotMemory) -> None:
+    with torch.no_grad():  # the "route" rule starts with zero feature weights: train them a bit
+        torch.nn.init.normal_(memory.feature_proj.weight, std=0.1)
     slots, turns = memory.init_slots(2), _turns(2, 3)
     assert torch.equal(
         memory.write(slots, turns), memory.write(slots, turns, features=torch.zeros(2, 3, 3))
@@ -205,3 +206,33 @@ def test_cpu_and_cuda_agree(memory: SlotMemory) -> None:
     assert gpu_slots.device.type == "cuda"
     torch.testing.assert_close(gpu_slots.cpu(), cpu_slots, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(gpu_q.cpu(), cpu_q, atol=1e-5, rtol=1e-4)
+
+
+def _topic(centre: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` unit turns scattered around ``centre``: one topic of conversation."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, centre.shape[-1], generator=g) / centre.shape[-1] ** 0.5
+    return F.normalize(centre + 0.5 * noise, dim=-1)
+
+
+def test_routed_memory_keeps_an_early_topic_and_separates_topics() -> None:
+    # Unit-level check of the property the "route" rule exists for: a topic from the start of a
+    # long conversation is still held at the end, by other slots than the later topic.
+    torch.manual_seed(0)
+    cfg = SlotConfig(dim=64, num_slots=8, heads=2, feature_dim=0)
+    centres = F.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(5)), dim=-1)
+    early, late = _topic(centres[0], 16, 1), _topic(centres[1], 8 * 32, 2)
+
+    def best_cos(memory: SlotMemory) -> tuple[float, float]:
+        with torch.no_grad():
+            slots = memory.write(memory.init_slots(1), early[None])
+            for chunk in late.split(32):
+                slots = memory.write(slots, chunk[None])
+        sim = F.normalize(slots[0], dim=-1) @ centres.T  # (m, 2)
+        return float(sim[:, 0].max()), float(sim[sim[:, 1].argmax(), 0])
+
+    held, mixed = best_cos(SlotMemory(cfg))
+    assert held > 0.8  # some slot still points at the early topic after 256 later turns
+    assert mixed < 0.5  # and it is not the slot that holds the later topic
+    attend_held, _ = best_cos(SlotMemory(dataclasses.replace(cfg, write_rule="attend")))
+    assert attend_held < held - 0.3  # the gated attention rule forgets it

@@ -58,9 +58,14 @@ def test_resume_continues_the_same_loss_curve(dataset, tmp_path: Path) -> None:
 
 
 def test_training_is_deterministic(dataset) -> None:
-    _, a = train(dataset, replace(TINY, epochs=2))
-    _, b = train(dataset, replace(TINY, epochs=2))
+    before = torch.are_deterministic_algorithms_enabled()
+    model_a, a = train(dataset, replace(TINY, epochs=2))
+    model_b, b = train(dataset, replace(TINY, epochs=2))
     assert [e["loss"] for e in a] == [e["loss"] for e in b]
+    weights_b = model_b.state_dict()
+    for name, value in model_a.state_dict().items():
+        assert torch.equal(value, weights_b[name]), name
+    assert torch.are_deterministic_algorithms_enabled() == before  # the caller's setting is back
 
 
 def _hybrid_and_ctxmem(mem: ContextMemory, query: str) -> tuple[list[int], list[int]]:
