@@ -432,6 +432,63 @@ class ContextMemory:
             )
         return hits
 
+    def search_by_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        namespace: NamespaceLike = (),
+        *,
+        k: int = 10,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        """Exact dense search with a vector the caller embedded (any scale: it is L2-normalised).
+
+        For callers that bring their own query vectors: a vector store's search by vector, MMR,
+        a query embedded once and reused. ``score`` is the cosine to the stored turn vector, and
+        ``signals["dense"]`` holds it with its rank. Ties are broken by id.
+
+        Raises:
+            InputError: ``k < 0``, a vector that is not finite, or not of the encoder's width.
+        """
+        if k < 0:
+            raise InputError("k must be >= 0")
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)  # (d,)
+        if not np.isfinite(q).all():
+            raise InputError("the query vector holds NaN or infinite values")
+        norm = float(np.linalg.norm(q))
+        q = q / norm if norm > 0 else q
+        space = ns.validate(namespace, allow_empty=True)
+        with self._guard:  # FAISS must not be searched while another thread adds to it
+            index = self.index
+            if q.shape[0] != index.dim:
+                raise InputError(f"the query vector has {q.shape[0]} dimensions; this memory's encoder has {index.dim}")
+            ids, scores = index.search(q, k, self.store.ids_in(space, filters))
+            rows = {t.id: t for t in self.store.get(ids.tolist())}
+        return [
+            Hit(
+                id=row.id, text=row.content, score=float(score), namespace=row.namespace, metadata=row.metadata,
+                signals={"dense": {"score": float(score), "rank": rank}}, speaker=row.speaker, role=row.role,
+                timestamp=row.timestamp,
+            )
+            for rank, (turn_id, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1)
+            if (row := rows.get(int(turn_id))) is not None
+        ]
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored embeddings of turns by id, ``(dim,)`` float32 each; unknown ids are left out."""
+        with self._guard:
+            known = [t.id for t in self.store.get(list(ids))]
+            return dict(zip(known, self.store.vectors(known, self.encoder.dim)))
+
+    @property
+    def generation(self) -> int:
+        """A counter that every committed write moves on (add, delete, forget, import).
+
+        Equal values mean the memory's content has not changed in between: a cache of search
+        results can be kept while it stays the same.
+        """
+        with self._guard:
+            return self.store.generation
+
     def context(self, query: str, namespace: NamespaceLike = (), max_tokens: int = 1000, *, k: int = 20) -> str:
         """Prompt-ready text: the most relevant memories, with speaker and time, within a budget.
 
@@ -484,6 +541,8 @@ class ContextMemory:
     alist = _async_twin(list)
     anamespaces = _async_twin(namespaces)
     asearch = _async_twin(search)
+    asearch_by_vector = _async_twin(search_by_vector)
+    avectors = _async_twin(vectors)
     acontext = _async_twin(context)
     aexplain = _async_twin(explain)
     astats = _async_twin(stats)

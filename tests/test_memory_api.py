@@ -181,7 +181,62 @@ def test_async_twins_have_the_sync_signature_and_docs() -> None:
     import inspect
 
     for name in ["add", "ingest", "delete", "forget", "get", "get_by_key", "list", "namespaces", "search",
-                 "context", "explain", "stats"]:
+                 "search_by_vector", "vectors", "context", "explain", "stats"]:
         twin = getattr(ContextMemory, f"a{name}")
         assert inspect.iscoroutinefunction(twin), name
         assert inspect.signature(twin) == inspect.signature(getattr(ContextMemory, name)), name
+
+
+# -- search by vector, stored vectors, generation --------------------------------------------
+
+
+def test_search_by_vector_equals_dense_search_and_respects_namespaces(mem: ContextMemory) -> None:
+    rng = random.Random(3)
+    mem.add(sentences(rng, 30), ("u", "a"))
+    mem.add(sentences(rng, 30), ("u", "b"))
+    other = mem.add(sentences(rng, 10), ("v",))
+    query = "garden violin river"
+    qv = mem.encoder.encode_query(query)
+    dense = mem.search(query, ("u",), k=8, method="dense")
+    by_vec = mem.search_by_vector(qv * 7.5, ("u",), k=8)  # any scale: it is normalised
+    assert [h.id for h in by_vec] == [h.id for h in dense]
+    assert [h.score for h in by_vec] == pytest.approx([h.signals["dense"]["score"] for h in dense], abs=1e-5)
+    assert [h.signals["dense"]["rank"] for h in by_vec] == list(range(1, 9))
+    assert all(h.namespace[0] == "u" for h in by_vec)
+    assert not {h.id for h in mem.search_by_vector(qv, ("u",), k=100)} & set(other)
+    only_b = mem.search_by_vector(qv, ("u", "b"), k=100)
+    assert only_b and all(h.namespace == ("u", "b") for h in only_b)
+    speaker = mem.search_by_vector(qv, ("u",), k=100, filters={"speaker": "Ana"})
+    assert speaker and all(h.speaker == "Ana" for h in speaker)
+    assert mem.search_by_vector(qv, ("u",), k=0) == []
+
+
+def test_search_by_vector_rejects_bad_vectors(mem: ContextMemory) -> None:
+    mem.add({"content": "hello there"}, ("u",))
+    with pytest.raises(InputError, match="dimensions"):
+        mem.search_by_vector([1.0, 2.0], ("u",))
+    bad = mem.encoder.encode_query("hello")
+    bad[0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        mem.search_by_vector(bad, ("u",))
+    with pytest.raises(InputError, match="k must be"):
+        mem.search_by_vector(mem.encoder.encode_query("hello"), ("u",), k=-1)
+
+
+def test_vectors_are_the_stored_embeddings_and_skip_unknown_ids(mem: ContextMemory) -> None:
+    ids = mem.add([{"content": "tea in lisbon"}, {"content": "chess by the river"}], ("u",))
+    stored = mem.vectors([ids[1], 10_000, ids[0]])
+    assert list(stored) == [ids[1], ids[0]]
+    hits = mem.search_by_vector(stored[ids[1]], ("u",), k=1)
+    assert hits[0].id == ids[1] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_generation_moves_on_every_write_only(mem: ContextMemory) -> None:
+    g0 = mem.generation
+    ids = mem.add({"content": "tea in lisbon"}, ("u",))
+    g1 = mem.generation
+    mem.search("tea", ("u",))
+    mem.list(("u",))
+    assert g1 > g0 and mem.generation == g1
+    mem.delete(ids)
+    assert mem.generation > g1

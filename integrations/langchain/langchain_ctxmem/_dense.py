@@ -1,10 +1,7 @@
-"""Exact dense search by vector over a namespace prefix, which ContextMemory has no method for.
+"""Dense search by vector over a namespace prefix, in the array form the vector store works with.
 
-``ContextMemory.search`` takes a text; a vector store must also search by a caller's vector
-(``similarity_search_by_vector``, MMR). This goes to the memory's FAISS index and SQLite store
-the way ``ContextMemory.search`` does, under the memory's own lock (the index is not safe to
-search while another thread adds to it). It is the one place this package touches the core's
-internals; a public ``ContextMemory.search_by_vector`` would replace it.
+``ContextMemory.search_by_vector`` does the search (under the memory's lock); this turns its hits
+into ``(ids, cosines, vectors)`` for ``similarity_search_by_vector`` and MMR.
 """
 
 from __future__ import annotations
@@ -22,17 +19,14 @@ def dense_search(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k`` ``(ids, cosine scores, stored vectors)`` under ``prefix`` matching ``filters``.
 
-    Ties are broken by id. The query vector is L2-normalised here, so any scale works.
+    Ties are broken by id. The query vector is L2-normalised, so any scale works. A hit deleted
+    by another thread between the search and the vector lookup is left out.
     """
-    q = np.asarray(vector, dtype=np.float32).reshape(-1)  # (d,)
-    norm = float(np.linalg.norm(q))
-    if norm > 0:
-        q = q / norm
-    with memory._guard:  # the memory's lock: FAISS must not be searched during an add
-        index = memory.index
-        if q.shape[0] != index.dim:
-            raise ValueError(f"query vector has {q.shape[0]} dimensions, the memory's encoder has {index.dim}")
-        allowed = memory.store.ids_in(prefix, filters)
-        ids, scores = index.search(q, k, allowed)
-        vectors = memory.store.vectors(ids.tolist(), index.dim) if len(ids) else np.zeros((0, index.dim), np.float32)
-    return ids, scores, vectors  # (n,), (n,), (n, d)
+    hits = memory.search_by_vector(vector, prefix, k=k, filters=filters)
+    stored = memory.vectors([h.id for h in hits])
+    kept = [h for h in hits if h.id in stored]
+    ids = np.array([h.id for h in kept], dtype=np.int64)  # (n,)
+    scores = np.array([h.score for h in kept], dtype=np.float32)  # (n,)
+    dim = len(np.asarray(vector).reshape(-1))
+    vectors = np.stack([stored[h.id] for h in kept]) if kept else np.zeros((0, dim), np.float32)  # (n, d)
+    return ids, scores, vectors

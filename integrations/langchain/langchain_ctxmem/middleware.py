@@ -92,7 +92,7 @@ class CtxMemMiddleware(AgentMiddleware):
         current = thread_id(runtime)
         filters = {"thread_id": {"$ne": current}} if current and self.exclude_current_thread else None
         key = (space, current if filters else None, query)
-        generation = self.memory.store.generation
+        generation = self.memory.generation
         with self._recalled_lock:
             cached = self._recalled.get(key)
             if cached is not None and cached[0] == generation:
