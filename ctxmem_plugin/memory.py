@@ -420,17 +420,7 @@ class ContextMemory:
                 cands = retriever.candidates(query, qv, space, filters, method=method)
             top = cands.top(k + offset)
             rows = {t.id: t for t in self.store.get(top.ids.tolist())}
-        hits = []
-        for j in range(offset, len(top)):
-            row = rows[int(top.ids[j])]
-            hits.append(
-                Hit(
-                    id=row.id, text=row.content, score=float(top.score[j]), namespace=row.namespace,
-                    metadata=row.metadata, signals=top.signals[j], speaker=row.speaker, role=row.role,
-                    timestamp=row.timestamp,
-                )
-            )
-        return hits
+        return [_hit(rows[int(top.ids[j])], float(top.score[j]), top.signals[j]) for j in range(offset, len(top))]
 
     def search_by_vector(
         self,
@@ -464,11 +454,7 @@ class ContextMemory:
             ids, scores = index.search(q, k, self.store.ids_in(space, filters))
             rows = {t.id: t for t in self.store.get(ids.tolist())}
         return [
-            Hit(
-                id=row.id, text=row.content, score=float(score), namespace=row.namespace, metadata=row.metadata,
-                signals={"dense": {"score": float(score), "rank": rank}}, speaker=row.speaker, role=row.role,
-                timestamp=row.timestamp,
-            )
+            _hit(row, float(score), {"dense": {"score": float(score), "rank": rank}})
             for rank, (turn_id, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1)
             if (row := rows.get(int(turn_id))) is not None
         ]
@@ -476,8 +462,8 @@ class ContextMemory:
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored embeddings of turns by id, ``(dim,)`` float32 each; unknown ids are left out."""
         with self._guard:
-            known = [t.id for t in self.store.get(list(ids))]
-            return dict(zip(known, self.store.vectors(known, self.encoder.dim)))
+            by_id = self.store.vector_map(ids)
+        return {int(i): by_id[int(i)].copy() for i in ids if int(i) in by_id}  # writable, in the order asked
 
     @property
     def generation(self) -> int:
@@ -558,6 +544,14 @@ def _apply_to_index(index: VectorIndex, ids: Sequence[int], vectors: np.ndarray,
     keep = [j for j, i in enumerate(ids) if i not in gone]
     if keep:
         index.add(np.asarray([ids[j] for j in keep], dtype=np.int64), vectors[keep])
+
+
+def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:
+    """A search result from a stored turn."""
+    return Hit(
+        id=row.id, text=row.content, score=score, namespace=row.namespace, metadata=row.metadata,
+        signals=signals, speaker=row.speaker, role=row.role, timestamp=row.timestamp,
+    )
 
 
 def format_hit(hit: Hit) -> str:

@@ -208,11 +208,15 @@ class SlotMemory(nn.Module):
             feats = features.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, f)
             x = x + self.feature_proj(feats)  # (b, t, d)
 
-        if cfg.write_rule == "route":
-            new = self._route(slots, x, mask)
-            has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
-            return torch.where(has_turn, new, slots)  # (b, m, d)
+        new = self._route(slots, x, mask) if cfg.write_rule == "route" else self._attend(slots, x, mask)
+        # A row with nothing new keeps its slots bit-exactly (a gate of 0 would only be close).
+        has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
+        return torch.where(has_turn, new, slots)  # (b, m, d)
 
+    def _attend(self, slots: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+        """The ``"attend"`` and ``"compete"`` writes: slots attend to the turns, a gate mixes."""
+        b, t, d = x.shape
+        cfg = self.config
         h, dh = cfg.heads, d // cfg.heads
         q = self.w_query(self.slot_norm(slots)).view(b, -1, h, dh).transpose(1, 2)  # (b, h, m, dh)
         xn = self.turn_norm(x)
@@ -232,10 +236,7 @@ class SlotMemory(nn.Module):
 
         candidate = msg + self.ffn(msg)  # (b, m, d)
         gate = torch.sigmoid(self.gate(torch.cat([slots, msg], dim=-1)))  # (b, m, d)
-        new = gate * candidate + (1.0 - gate) * slots  # (b, m, d)
-        # A row with nothing new keeps its slots bit-exactly (a gate of 0 would only be close).
-        has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
-        return torch.where(has_turn, new, slots)  # (b, m, d)
+        return gate * candidate + (1.0 - gate) * slots  # (b, m, d)
 
     def _route(self, slots: Tensor, x: Tensor, mask: Tensor) -> Tensor:
         """The ``"route"`` write: turns go to the slots they resemble; slots accumulate them."""

@@ -253,15 +253,21 @@ class LongTermStore:
         rows = self.db.execute(sql + " ORDER BY s DESC, t.id LIMIT ?", (*args, limit))
         return [(r[0], float(r[1])) for r in rows]
 
-    def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
-        """Stored vectors of ``ids`` in that order, (n, dim) float32; all ids must exist."""
-        by_id: dict[int, bytes] = {}
+    def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by id, ``(dim,)`` float32 each; unknown ids are left out."""
+        by_id: dict[int, np.ndarray] = {}
         for chunk in _chunks(list(ids)):
             marks = ",".join("?" * len(chunk))
-            by_id.update(self.db.execute(f"SELECT id, vector FROM turns WHERE id IN ({marks})", chunk).fetchall())
+            for turn_id, blob in self.db.execute(f"SELECT id, vector FROM turns WHERE id IN ({marks})", chunk):
+                by_id[int(turn_id)] = np.frombuffer(blob, dtype=np.float32)
+        return by_id
+
+    def vectors(self, ids: Sequence[int], dim: int) -> np.ndarray:
+        """Stored vectors of ``ids`` in that order, (n, dim) float32; all ids must exist."""
+        by_id = self.vector_map(ids)
         out = np.zeros((len(ids), dim), dtype=np.float32)
         for i, turn_id in enumerate(ids):
-            out[i] = np.frombuffer(by_id[turn_id], dtype=np.float32)
+            out[i] = by_id[turn_id]
         return out
 
     def iter_vectors(self, batch: int = 4096, prefix: ns.Namespace = ()) -> Iterator[tuple[np.ndarray, np.ndarray]]:
