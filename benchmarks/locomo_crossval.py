@@ -1,14 +1,19 @@
 """Leave-one-conversation-out cross-validation of the ctxmem model on the LoCoMo dev file.
 
-For each of the dev conversations: train on the others (their questions + self-supervised cues
-from every training conversation), then rank the held-out conversation's questions (categories
-1-4) and measure turn-level recall. Two models per fold, trained identically: with slots
-(``ctxmem``) and without (``no-slots``, the same scorer on the same features and candidates),
-next to the untrained pipelines (``bm25``, ``dense``, ``hybrid``). No figure here comes from a
+For each of the dev conversations: train on the others (their questions, self-supervised cues
+and follow-ups from every training conversation), then rank the held-out conversation's
+questions (categories 1-4) and measure turn-level recall. Two models per fold, trained
+identically: with slots (``ctxmem``) and without (``no-slots``, the same scorer on the same
+features and candidates), next to the untrained ``hybrid`` ranking. No figure here comes from a
 conversation the model was trained on.
 
-    python benchmarks/locomo_crossval.py [--epochs 6] [--folds all] [--out benchmarks/results/crossval.json]
-"""
+Each held-out question is also asked as a **follow-up**: the question is said as the only turn
+of a new conversation (the focus), then a query that names nothing is asked, worded as none of
+the training follow-ups (``followups.EVAL_TEMPLATES``: "And what did she say about it?", ...).
+Its evidence is the question's.
+
+    python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
+        [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
 
@@ -61,6 +66,9 @@ def main() -> None:
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
     parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
+    parser.add_argument("--followups", type=int, default=100, help="self-supervised follow-ups per conversation")
+    parser.add_argument("--focus-rate", type=float, default=TrainConfig.focus_rate)
+    parser.add_argument("--focus-pool", type=int, default=TrainConfig.focus_pool)
     args = parser.parse_args()
 
     convs = load_conversations([args.file])
@@ -68,7 +76,10 @@ def main() -> None:
     if args.cache and Path(args.cache).is_file():
         data = load_dataset(Path(args.cache))
     else:
-        data = gather(convs, SentenceEncoder(device="cpu"), cues_per_conversation=args.cues)
+        data = gather(
+            convs, SentenceEncoder(device="cpu"), cues_per_conversation=args.cues, followups_per_conversation=args.followups,
+            focus_rate=args.focus_rate, focus_pool=args.focus_pool, benchmark_followups=True,
+        )
         if args.cache:
             save_dataset(data, Path(args.cache))
     gather_s = time.perf_counter() - started
@@ -77,51 +88,67 @@ def main() -> None:
     folds = names if args.folds == "all" else args.folds.split(",")
     methods = [m for m in ("ctxmem", "no-slots") if m in args.only.split(",")]
     rows = []
+    kinds = {"question": "questions", "followup-eval": "follow-ups"}
     for held in folds:
         train_names = set(names) - {held}
         train_data = data.subset(train_names)
-        test_idx = [i for i, e in enumerate(data.examples) if data.conversations[e.conv].name == held and e.kind == "question"]
-        gold = [set(data.examples[i].cand[data.examples[i].labels].tolist()) for i in test_idx]
+        sub = data.subset({held})
         # Evidence outside the candidate pool still counts as missed: recall is over all evidence.
-        conv_pos = names.index(held)
-        full_gold = [set(p) for q, p in convs[conv_pos].questions]
-        assert len(full_gold) == len(test_idx)
-        row: dict[str, object] = {"held_out": held, "questions": len(test_idx)}
-        base = [data.examples[i].features[:, 0] for i in test_idx]
-        row["hybrid"] = {f"recall@{k}": recall(ranks(data, test_idx, base), full_gold, k) for k in KS}
-        row["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
+        # A benchmark follow-up asks about the question it follows, so it has the same evidence.
+        full_gold = [set(p) for q, p in convs[names.index(held)].questions]
+        idx = {kind: [i for i, e in enumerate(sub.examples) if e.kind == kind] for kind in kinds}
+        row: dict[str, object] = {"held_out": held, "questions": len(idx["question"])}
+        for kind, key in kinds.items():
+            if not idx[kind]:
+                continue
+            assert len(idx[kind]) == len(full_gold)
+            part: dict[str, object] = {"count": len(idx[kind])}
+            gold = [set(sub.examples[i].cand[sub.examples[i].labels].tolist()) for i in idx[kind]]
+            part["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
+            base = [sub.examples[i].features[:, 0] for i in idx[kind]]
+            part["hybrid"] = {f"recall@{k}": recall(ranks(sub, idx[kind], base), full_gold, k) for k in KS}
+            row[key] = part
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
             if name not in methods:
                 continue
             cfg = replace(TrainConfig(), epochs=args.epochs, seed=args.seed, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
-                          slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule)
+                          slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
+                          focus_rate=args.focus_rate, focus_pool=args.focus_pool)
             t0 = time.perf_counter()
             model, log = train(train_data, cfg)
             secs = time.perf_counter() - t0
-            scores = score_examples(model, data.subset({held}), list(range(len(data.subset({held}).examples))), cfg.write_chunk)
-            sub = data.subset({held})
-            q_idx = [i for i, e in enumerate(sub.examples) if e.kind == "question"]
-            r = ranks(sub, q_idx, [scores[i] for i in q_idx])
-            row[name] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}
-            row[name]["train_seconds"] = secs
-            row[name]["seconds_per_epoch"] = secs / cfg.epochs
-            row[name]["final_loss"] = log[-1]["loss"]
+            scores = score_examples(model, sub, list(range(len(sub.examples))), cfg.write_chunk)
+            for kind, key in kinds.items():
+                if key not in row:
+                    continue
+                r = ranks(sub, idx[kind], [scores[i] for i in idx[kind]])
+                row[key][name] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
+            row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / cfg.epochs, "final_loss": log[-1]["loss"]}
         rows.append(row)
-        trained = "".join(
-            f"| {m} R@1 {row[m]['recall@1']:.3f} R@10 {row[m]['recall@10']:.3f} {row[m]['seconds_per_epoch']:.1f}s/epoch "  # type: ignore[index]
-            for m in methods
-        )
-        print(f"{held}: n={row['questions']:4d} pool {row['pool_recall']:.3f} | hybrid R@10 {row['hybrid']['recall@10']:.3f} {trained}", flush=True)
-    summary = {}
-    for method in ("hybrid", *methods):
-        for k in KS:
-            vals = [r[method][f"recall@{k}"] for r in rows]  # type: ignore[index]
-            summary[f"{method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-    print("\nmean over folds (std):")
-    print(f"{'method':<10}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
-    for method in ("hybrid", *methods):
-        print(f"{method:<10}" + "".join(
-            f"{summary[f'{method} recall@{k}']['mean']:>9.3f} ±{summary[f'{method} recall@{k}']['std']:.3f}" for k in KS))
+        for key in kinds.values():
+            if key not in row:
+                continue
+            part = row[key]  # type: ignore[assignment]
+            trained = "".join(
+                f"| {m} R@1 {part[m]['recall@1']:.3f} R@10 {part[m]['recall@10']:.3f} "  # type: ignore[index]
+                for m in methods
+            )
+            print(f"{held} {key:<10}: n={part['count']:4d} pool {part['pool_recall']:.3f} | hybrid R@1 {part['hybrid']['recall@1']:.3f} "  # type: ignore[index]
+                  f"R@10 {part['hybrid']['recall@10']:.3f} {trained}", flush=True)  # type: ignore[index]
+        print(f"{held} epoch seconds: " + ", ".join(f"{m} {row[m]['seconds_per_epoch']:.1f}" for m in methods), flush=True)  # type: ignore[index]
+    summary: dict[str, dict[str, float]] = {}
+    for key in kinds.values():
+        have = [r for r in rows if key in r]
+        if not have:
+            continue
+        print(f"\n{key}: mean over folds (std)")
+        print(f"{'method':<10}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
+        for method in ("hybrid", *methods):
+            for k in KS:
+                vals = [r[key][method][f"recall@{k}"] for r in have]  # type: ignore[index]
+                summary[f"{key} {method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+            print(f"{method:<10}" + "".join(
+                f"{summary[f'{key} {method} recall@{k}']['mean']:>9.3f} ±{summary[f'{key} {method} recall@{k}']['std']:.3f}" for k in KS))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"config": {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name, "out": Path(args.out).name}, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe()}, indent=1))
 

@@ -153,17 +153,21 @@ def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str |
               help="Ranking: auto = ctxmem with --model, else hybrid.")
 @click.option("--filter", "filter_json", default=None, help='Metadata filter as JSON, e.g. \'{"session": {"$gte": 2}}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
+@click.option("--focus", "focus", default=None, metavar="NAMESPACE",
+              help="The conversation going on: a follow-up in TEXT refers to its latest turns (ctxmem; "
+                   "default: the searched namespace).")
 @model_options
 @handle_errors
 def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
-          model: Path | None, encoder: Path | None, device: str) -> None:
+          focus: str | None, model: Path | None, encoder: Path | None, device: str) -> None:
     """Ask the memory: the turns most relevant to TEXT."""
     from ctxmem_plugin.memory import dumps_hits, format_hit
 
     space = parse_namespace(namespace, allow_empty=True)
+    focus_space = parse_namespace(focus) if focus is not None else None
     filters = _parse_filter(filter_json)
     memory = open_memory(memory_dir, read_only=True, model=model, encoder=encoder, device=device)
-    hits = memory.search(text, space, k=k, filters=filters, method=method)
+    hits = memory.search(text, space, k=k, filters=filters, method=method, focus=focus_space)
     if as_json:
         click.echo(dumps_hits(hits))
         return
@@ -317,9 +321,11 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     began = time.perf_counter()
     convs = load_conversations(files)
     enc = load_encoder(encoder, device=resolve_device(device))
-    queries = sum(len(c.questions) for c in convs) + cues * len(convs)
+    followups = 100 if cfg.focus_rate > 0 else 0
+    queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
     with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
-        data = gather(convs, enc, cues_per_conversation=cues, seed=seed, slot_feature_dim=cfg.slot_feature_dim,
+        data = gather(convs, enc, cues_per_conversation=cues, followups_per_conversation=followups, seed=seed,
+                      slot_feature_dim=cfg.slot_feature_dim, focus_rate=cfg.focus_rate, focus_pool=cfg.focus_pool,
                       progress=bar.update)
     with tqdm(total=len(data.examples) * cfg.epochs, unit="ex", desc="train", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:

@@ -41,6 +41,8 @@ class EvalQuestion:
     evidence_sessions: set[int]
     candidates: Candidates
     session_by_id: dict[int, int]
+    # The model's own candidates when its focus widens them (as search does); else ``candidates``.
+    model_candidates: Candidates | None = None
 
 
 @dataclass
@@ -84,7 +86,11 @@ def build_questions(
     pool: int = 100,
     progress: Callable[[int], None] | None = None,
 ) -> list[EvalQuestion]:
-    """Ingest each conversation into its own namespace and gather every question's candidates."""
+    """Ingest each conversation into its own namespace and gather every question's candidates.
+
+    With a model whose focus widens the candidates, each question also gets the candidates that
+    ``search`` would give the model (the conversation's focus probe added).
+    """
     from ctxmem_plugin.memory import ContextMemory
 
     assert isinstance(memory, ContextMemory)
@@ -101,6 +107,9 @@ def build_questions(
                 continue
             by_dia[dia] = turn_id
             session_by_id[turn_id] = session_of(dia)
+        runtime = memory.slots
+        widen = runtime is not None and runtime.settings.focus_pool > 0
+        focus = runtime.focus_of(space) if widen else None  # type: ignore[union-attr]
         for q in conv.questions:
             if q.category not in CATEGORIES:
                 continue
@@ -109,10 +118,18 @@ def build_questions(
                 continue
             qv = memory.encoder.encode_query(q.question)
             cands = memory.retriever.candidates(q.question, qv, space, method="hybrid", pool=pool)
+            model_cands = None
+            if widen:
+                from ctxmem_plugin.slot_runtime import focus_probe
+
+                model_cands = memory.retriever.candidates(
+                    q.question, qv, space, method="hybrid", pool=pool,
+                    probe=focus_probe(qv, focus), probe_pool=runtime.settings.focus_pool,  # type: ignore[union-attr]
+                )
             out.append(
                 EvalQuestion(
                     conv.sample_id, q.question, q.category, evidence,
-                    {session_by_id[i] for i in evidence}, cands, session_by_id,
+                    {session_by_id[i] for i in evidence}, cands, session_by_id, model_cands,
                 )
             )
             if progress is not None:
@@ -130,7 +147,8 @@ def method_rankings(questions: Sequence[EvalQuestion], scorer: Any = None) -> di
         ranked["dense"].append(rank_by(q.candidates, raw.dense))
         ranked["hybrid"].append(rank_by(q.candidates, q.candidates.features[:, 0]))
     if scorer is not None:
-        ranked["ctxmem"] = [rank_by(c, c.score) for c in scorer([q.candidates for q in questions], questions)]
+        own = [q.model_candidates if q.model_candidates is not None else q.candidates for q in questions]
+        ranked["ctxmem"] = [rank_by(c, c.score) for c in scorer(own, questions)]
     return ranked
 
 

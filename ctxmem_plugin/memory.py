@@ -386,6 +386,7 @@ class ContextMemory:
         *,
         method: str = "auto",
         offset: int = 0,
+        focus: NamespaceLike | None = None,
     ) -> list[Hit]:
         """The ``k`` turns under the namespace prefix most relevant to ``query``.
 
@@ -397,12 +398,18 @@ class ContextMemory:
             method: ``auto`` (``ctxmem`` with a model, else ``hybrid``), ``ctxmem``, ``hybrid``,
                 ``bm25`` or ``dense``.
             offset: skip this many of the best hits (paging).
+            focus: the namespace of the conversation going on now, whose latest turns a
+                follow-up ("and what did she say about it?") refers to, when it is kept apart
+                from the history searched (as the LangChain middleware keeps the current
+                thread). By default ``namespace`` itself. Used by ``ctxmem`` with a model that
+                has a focus slot; the other methods ignore it.
         """
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty string")
         if k < 0 or offset < 0:
             raise InputError("k and offset must be >= 0")
         space = ns.validate(namespace, allow_empty=True)
+        focus_space = space if focus is None else ns.validate(focus)
         if method == "auto":
             method = "ctxmem" if self.slots is not None else "hybrid"
         if method not in (*METHODS, "ctxmem"):
@@ -414,8 +421,20 @@ class ContextMemory:
             qv = np.zeros(self.encoder.dim, np.float32) if method == "bm25" else self.encoder.encode_query(query)
             retriever = self.retriever
             if method == "ctxmem":
-                cands = retriever.candidates(query, qv, space, filters, method="hybrid", pool=self.slots.pool)
-                cands = self.slots.rescore(cands, self.store)  # type: ignore[union-attr]
+                from ctxmem_plugin.slot_runtime import focus_probe
+
+                runtime = self.slots
+                assert runtime is not None  # checked above
+                # A prefix holds no turns of its own, so it has no focus: then none is used.
+                known = {focus_space: runtime.slots_for(focus_space)} if focus_space else {}
+                fvec = runtime.focus_of(focus_space, known[focus_space]) if focus_space else None
+                probe = focus_probe(qv, fvec) if runtime.settings.focus_pool else None
+                cands = retriever.candidates(
+                    query, qv, space, filters, method="hybrid", pool=runtime.pool, probe=probe, probe_pool=runtime.settings.focus_pool
+                )
+                if focus is not None and fvec is None:
+                    fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all
+                cands = runtime.rescore(cands, self.store, focus=None if focus is None else fvec, known=known)
             else:
                 cands = retriever.candidates(query, qv, space, filters, method=method)
             top = cands.top(k + offset)

@@ -53,6 +53,8 @@ class ModelConfig:
             raise ValueError(f"feature_names must be distinct, got {names!r}")
         if self.scorer.dim != self.slots.dim:
             raise ValueError(f"scorer.dim ({self.scorer.dim}) != slots.dim ({self.slots.dim})")
+        if self.scorer.focus and not self.slots.has_focus:
+            raise ValueError("scorer.focus needs slots.focus_rate > 0 (a focus slot)")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValueError(f"version must be an int >= 1, got {self.version!r}")
 
@@ -102,6 +104,7 @@ class CtxMemModel(nn.Module):
         query: Tensor,
         cand: Tensor,
         slots: Tensor,
+        focus: Tensor | None = None,
     ) -> Tensor:
         """Score candidates for a query given the namespace's slots.
 
@@ -114,6 +117,9 @@ class CtxMemModel(nn.Module):
             query: raw query embedding ``(b, d)``.
             cand: candidate embeddings ``(b, n, d)``.
             slots: memory ``(b, m, d)``.
+            focus: the focus ``(b, d)`` the query follows up on; ``None`` means the focus slot of
+                ``slots`` (a follow-up asked in the same namespace). Another namespace's focus
+                is given when the current conversation is kept apart from the searched history.
 
         Returns:
             Scores ``(b, n)``, ``-inf`` at masked candidates.
@@ -123,7 +129,9 @@ class CtxMemModel(nn.Module):
             scores = self.scorer(features, cand_mask)
             return scores
         q_ctx, attn = self.slots.contextualise(slots, query)  # (b, d), (b, m)
+        if focus is None:
+            focus = self.slots.focus(slots)
         scores = self.scorer(
-            features, cand_mask, query=q_ctx, attention=attn, cand=cand, slots=slots
+            features, cand_mask, query=q_ctx, attention=attn, cand=cand, slots=slots, focus=focus
         )
         return scores  # (b, n)

@@ -168,8 +168,16 @@ class HybridRetriever:
         *,
         method: str = "hybrid",
         pool: int | None = None,
+        probe: np.ndarray | None = None,
+        probe_pool: int = 0,
     ) -> Candidates:
-        """Candidates for ``query`` under ``prefix``, scored by ``method`` (bm25, dense, hybrid)."""
+        """Candidates for ``query`` under ``prefix``, scored by ``method`` (bm25, dense, hybrid).
+
+        ``probe``: a second vector whose ``probe_pool`` nearest turns join the candidates (the
+        query widened by the conversation's focus, for follow-ups); every feature is still
+        computed against ``query`` and ``query_vector``, and a turn it found carries
+        ``signals["focus"]``.
+        """
         cfg = self.config
         pool = pool or cfg.pool
         dim = query_vector.shape[0]
@@ -177,7 +185,10 @@ class HybridRetriever:
         match = fts_match(query)
         bm25_hits = self.store.bm25(match, prefix, filters, limit=pool) if method != "dense" else []
         dense_ids, _ = self.index.search(query_vector, pool, allowed) if method != "bm25" else (np.zeros(0, np.int64), None)
-        seed = list(dict.fromkeys([i for i, _ in bm25_hits] + [int(i) for i in dense_ids]))
+        probe_ids: list[int] = []
+        if probe is not None and probe_pool > 0 and method == "hybrid":
+            probe_ids = [int(i) for i in self.index.search(probe, probe_pool, allowed)[0]]
+        seed = list(dict.fromkeys([i for i, _ in bm25_hits] + [int(i) for i in dense_ids] + probe_ids))
         neigh = self.store.neighbours(seed) if seed else {}
         allowed_set = set(allowed.tolist()) if filters else None
         ids_list = list(seed)
@@ -226,6 +237,8 @@ class HybridRetriever:
             if cfg.neighbours and max_nb[j] > 0:
                 sig["neighbour"] = {"score": float(cfg.neighbour_weight * max_nb[j])}
             signals.append(sig)
+        for rank, i in enumerate(probe_ids, start=1):
+            signals[pos[i]]["focus"] = {"score": float(vectors[pos[i]] @ probe.astype(np.float32)), "rank": rank}  # type: ignore[union-attr]
         return Candidates(ids, np.asarray(score, dtype=np.float64), features, vectors, query_vector, signals, raw)
 
     def _features(

@@ -26,6 +26,13 @@ SLOT_FEATURE_NAMES: tuple[str, ...] = (
 )
 """The per-candidate features derived from the slots, in the order the scorer uses them."""
 
+FOCUS_FEATURE_NAMES: tuple[str, ...] = (
+    "focus_cand",  # cos(candidate, focus): does the turn match what was just being discussed?
+    "focus_query",  # cos(contextualised query, focus): how much the query itself says already
+    "focus_probe",  # cos(candidate, query + focus): the probe that widened the candidate pool
+)
+"""Features from the focus slot (the latest turns), after the slot features, with ``focus=True``."""
+
 
 @dataclass(frozen=True)
 class ScorerConfig:
@@ -41,6 +48,12 @@ class ScorerConfig:
         bilinear_rank: rank of the learned bilinear query-candidate term.
         use_slots: False is the ablation: the same scorer on the upstream features alone.
         overlap_temperature: temperature of the candidate's softmax over slots (``slot_overlap``).
+        focus: also use :data:`FOCUS_FEATURE_NAMES` (needs a slot memory with a focus slot).
+        slot_gate: split the residual into two MLPs, one on the upstream features alone and
+            one on everything, the second weighted by a gate learned from the query:
+            ``mlp(features) + sigmoid(w . query + b) * slot_mlp(features ++ slot features)``.
+            The slot features then count only for the queries that need them (a follow-up
+            that names nothing), instead of adding noise to every ranking.
     """
 
     num_features: int = 8
@@ -51,6 +64,8 @@ class ScorerConfig:
     bilinear_rank: int = 32
     use_slots: bool = True
     overlap_temperature: float = 0.1
+    focus: bool = False
+    slot_gate: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_features", "dim", "hidden", "depth", "bilinear_rank"):
@@ -62,8 +77,13 @@ class ScorerConfig:
             raise ValueError(
                 f"base_score_index must be an int in [0, {self.num_features}), got {idx!r}"
             )
-        if not isinstance(self.use_slots, bool):
-            raise ValueError(f"use_slots must be a bool, got {self.use_slots!r}")
+        for name in ("use_slots", "focus", "slot_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.focus and not self.use_slots:
+            raise ValueError("focus=True needs use_slots=True (the focus is a slot)")
+        if self.slot_gate and not self.use_slots:
+            raise ValueError("slot_gate=True needs use_slots=True")
         temp = self.overlap_temperature
         if isinstance(temp, bool) or not isinstance(temp, (int, float)) or temp <= 0:
             raise ValueError(f"overlap_temperature must be a positive number, got {temp!r}")
@@ -118,6 +138,7 @@ class CtxMemScorer(nn.Module):
         super().__init__()
         self.config = config
         n_slot = len(SLOT_FEATURE_NAMES) if config.use_slots else 0
+        n_slot += len(FOCUS_FEATURE_NAMES) if config.focus else 0
         in_dim = 2 * (config.num_features + n_slot)  # absolute and list-standardised versions
 
         if config.use_slots:
@@ -125,22 +146,20 @@ class CtxMemScorer(nn.Module):
             self.bil_query = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
             self.bil_cand = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
 
-        layers: list[nn.Module] = []
-        width = in_dim
-        for _ in range(config.depth):
-            layers += [nn.Linear(width, config.hidden), nn.GELU()]
-            width = config.hidden
-        last = nn.Linear(width, 1)
-        # Zero output: the residual adds nothing until trained, so no ranking changes at init.
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.mlp = nn.Sequential(*layers, last)
+        gated = config.use_slots and config.slot_gate
+        # Zero output layers: the residual adds nothing until trained, so no ranking changes at init.
+        self.mlp = _zero_out_mlp(2 * config.num_features if gated else in_dim, config.hidden, config.depth)
+        if gated:
+            self.slot_mlp = _zero_out_mlp(in_dim, config.hidden, config.depth)
+            self.slot_gate = nn.Linear(config.dim, 1)
+            nn.init.zeros_(self.slot_gate.weight)
+            nn.init.zeros_(self.slot_gate.bias)
         # A learnable temperature on the base score lets the listwise loss sharpen or flatten it;
         # exp(0) == 1 exactly, so the untrained output is still the base column bit for bit.
         self.log_base_scale = nn.Parameter(torch.zeros(()))
 
     def slot_features(
-        self, query: Tensor, attention: Tensor, cand: Tensor, slots: Tensor
+        self, query: Tensor, attention: Tensor, cand: Tensor, slots: Tensor, focus: Tensor | None = None
     ) -> Tensor:
         """The per-candidate slot features named in :data:`SLOT_FEATURE_NAMES`.
 
@@ -149,16 +168,17 @@ class CtxMemScorer(nn.Module):
             attention: the query's attention over the slots ``(b, m)``.
             cand: candidate turn embeddings ``(b, n, d)``.
             slots: the namespace's memory ``(b, m, d)``.
+            focus: the focus ``(b, d)`` the query follows up on; needed with ``config.focus``.
 
         Returns:
-            ``(b, n, 5)``.
+            ``(b, n, 5)``, or ``(b, n, 8)`` with the focus features.
         """
         qn = F.normalize(query, dim=-1)  # (b, d)
         cn = F.normalize(cand, dim=-1)  # (b, n, d)
         sn = F.normalize(slots, dim=-1)  # (b, m, d)
         cos_query = (cn @ qn.unsqueeze(-1)).squeeze(-1)  # (b, n)
         sim = cn @ sn.transpose(-1, -2)  # (b, n, m)
-        focus = (sim * attention.unsqueeze(1)).sum(dim=-1)  # (b, n)
+        focus_w = (sim * attention.unsqueeze(1)).sum(dim=-1)  # (b, n)
         best = sim.amax(dim=-1)  # (b, n)
         cand_attn = (sim / self.config.overlap_temperature).softmax(dim=-1)  # (b, n, m)
         overlap = (cand_attn * attention.unsqueeze(1)).sum(dim=-1)  # (b, n)
@@ -167,7 +187,18 @@ class CtxMemScorer(nn.Module):
         bilinear = (bc @ bq.unsqueeze(-1)).squeeze(-1) / math.sqrt(
             self.config.bilinear_rank
         )  # (b, n)
-        return torch.stack([cos_query, focus, best, overlap, bilinear], dim=-1)  # (b, n, 5)
+        cols = [cos_query, focus_w, best, overlap, bilinear]
+        if self.config.focus:
+            if focus is None:
+                raise ValueError("focus=True needs the focus vector")
+            fn = F.normalize(focus, dim=-1)  # (b, d); a zero focus (nothing said) stays zero
+            probe = F.normalize(qn + fn, dim=-1)  # (b, d)
+            cols += [
+                (cn @ fn.unsqueeze(-1)).squeeze(-1),  # (b, n)
+                (qn * fn).sum(dim=-1, keepdim=True).expand_as(cos_query),  # (b, n)
+                (cn @ probe.unsqueeze(-1)).squeeze(-1),  # (b, n)
+            ]
+        return torch.stack(cols, dim=-1)  # (b, n, 5 or 8)
 
     def forward(
         self,
@@ -178,6 +209,7 @@ class CtxMemScorer(nn.Module):
         attention: Tensor | None = None,
         cand: Tensor | None = None,
         slots: Tensor | None = None,
+        focus: Tensor | None = None,
     ) -> Tensor:
         """Score a batch of candidate lists.
 
@@ -188,6 +220,7 @@ class CtxMemScorer(nn.Module):
             attention: the query's slot attention ``(b, m)``; needed when ``use_slots``.
             cand: candidate embeddings ``(b, n, d)``; needed when ``use_slots``.
             slots: memory ``(b, m, d)``; needed when ``use_slots``.
+            focus: the focus ``(b, d)``; needed when ``config.focus``.
 
         Returns:
             Scores ``(b, n)``; ``-inf`` at masked candidates.
@@ -208,13 +241,32 @@ class CtxMemScorer(nn.Module):
             if query is None or attention is None or cand is None or slots is None:
                 raise ValueError("use_slots=True needs query, attention, cand and slots")
             cand = cand.masked_fill(~valid, 0.0)  # (b, n, d)
-            parts.append(self.slot_features(query, attention, cand, slots))  # (b, n, 5)
+            parts.append(self.slot_features(query, attention, cand, slots, focus))  # (b, n, 5 or 8)
         raw = torch.cat(parts, dim=-1)  # (b, n, k)
         x = torch.cat([_symlog(raw), _list_standardise(raw, mask)], dim=-1)  # (b, n, 2k)
 
-        residual: Tensor = self.mlp(x).squeeze(-1)  # (b, n)
+        if self.config.use_slots and self.config.slot_gate:
+            assert query is not None  # checked above
+            x_base = torch.cat([_symlog(feats), _list_standardise(feats, mask)], dim=-1)  # (b, n, 2F)
+            gate = torch.sigmoid(self.slot_gate(query))  # (b, 1)
+            residual = self.mlp(x_base).squeeze(-1) + gate * self.slot_mlp(x).squeeze(-1)  # (b, n)
+        else:
+            residual = self.mlp(x).squeeze(-1)  # (b, n)
         score = base * self.log_base_scale.exp() + residual  # (b, n)
         return score.masked_fill(~mask, float("-inf"))
+
+
+def _zero_out_mlp(in_dim: int, hidden: int, depth: int) -> nn.Sequential:
+    """``depth`` GELU layers of width ``hidden``, then one output whose weights start at zero."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.GELU()]
+        width = hidden
+    last = nn.Linear(width, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
 
 
 def listwise_loss(scores: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:

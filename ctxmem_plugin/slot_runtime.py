@@ -48,13 +48,34 @@ def turn_features(roles: list[str], lengths: list[int], images: list[bool], widt
     return out
 
 
+def focus_probe(query_vector: np.ndarray, focus: np.ndarray | None) -> np.ndarray | None:
+    """The query widened by the focus, ``normalise(q/|q| + f/|f|)``; None without a focus.
+
+    Its nearest turns join the candidates of a query: a follow-up such as "what did she say
+    about it?" names nothing, and only the focus (what was just said) can bring its referent in.
+    """
+    if focus is None:
+        return None
+    fn = float(np.linalg.norm(focus))
+    qn = float(np.linalg.norm(query_vector))
+    if fn < 1e-6 or qn < 1e-6:
+        return None
+    probe = query_vector / qn + focus / fn
+    return (probe / np.linalg.norm(probe)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """How the model is used; saved under ``extra["runtime"]`` in the model's config.json."""
+    """How the model is used; saved under ``extra["runtime"]`` in the model's config.json.
+
+    ``focus_pool``: how many turns nearest to :func:`focus_probe` join a query's candidates
+    (0: none; the candidates are then exactly the hybrid pipeline's).
+    """
 
     pool: int = 200
     write_chunk: int = 8
     retrieval: dict[str, Any] | None = None
+    focus_pool: int = 0
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> RuntimeSettings:
@@ -63,10 +84,11 @@ class RuntimeSettings:
             pool=int(data.get("pool", cls.pool)),
             write_chunk=int(data.get("write_chunk", cls.write_chunk)),
             retrieval=data.get("retrieval"),
+            focus_pool=int(data.get("focus_pool", cls.focus_pool)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool, "write_chunk": self.write_chunk, "retrieval": self.retrieval}
+        return {"pool": self.pool, "write_chunk": self.write_chunk, "retrieval": self.retrieval, "focus_pool": self.focus_pool}
 
 
 def write_chunks(model: CtxMemModel, slots: torch.Tensor, vectors: torch.Tensor, feats: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -197,11 +219,29 @@ class SlotRuntime:
             slots = write_chunks(self.model, slots, v, self._features_of(pending_ids), self.settings.write_chunk)
         return slots
 
+    def focus_of(self, namespace: ns.Namespace, slots: torch.Tensor | None = None) -> np.ndarray | None:
+        """The namespace's focus (a trace of its latest turns), or None without one or any turn.
+
+        ``slots``: the namespace's slots if already computed (:meth:`slots_for`).
+        """
+        if not self.model.config.slots.has_focus:
+            return None
+        slots = self.slots_for(namespace) if slots is None else slots
+        focus = self.model.slots.focus(slots)[0].cpu().numpy()  # type: ignore[index]
+        return focus if float(np.linalg.norm(focus)) > 1e-6 else None
+
     # -- retrieval --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def rescore(self, cands: Candidates, store: LongTermStore) -> Candidates:
-        """Score candidates with the model; candidates from several namespaces use each one's slots."""
+    def rescore(
+        self, cands: Candidates, store: LongTermStore, focus: np.ndarray | None = None,
+        known: dict[ns.Namespace, torch.Tensor] | None = None,
+    ) -> Candidates:
+        """Score candidates with the model; candidates from several namespaces use each one's slots.
+
+        ``focus``: the focus the query follows up on (another namespace's); by default each
+        namespace's own. ``known``: slots already computed in this search, by namespace.
+        """
         if len(cands) == 0:
             return cands
         owner = store.namespace_of(cands.ids.tolist())
@@ -211,10 +251,12 @@ class SlotRuntime:
         for j, i in enumerate(cands.ids.tolist()):
             groups.setdefault(owner[i], []).append(j)
         q = torch.from_numpy(cands.query_vector.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
+        given = None if focus is None else torch.from_numpy(focus.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
         for space, members in groups.items():
             feats = torch.from_numpy(cands.features[members]).to(self.device).unsqueeze(0)  # (1, n, F)
             cand = torch.from_numpy(cands.vectors[members]).to(self.device).unsqueeze(0)  # (1, n, d)
-            out = self.model(feats, None, q, cand, self.slots_for(space))[0].double().cpu().numpy()  # (n,)
+            slots = known[space] if known and space in known else self.slots_for(space)  # (1, m, d)
+            out = self.model(feats, None, q, cand, slots, given)[0].double().cpu().numpy()  # (n,)
             score[members] = out
             residual[members] = out - cands.features[members, 0]
         signals = [{**s, "ctxmem": {"score": float(score[j]), "slots_residual": float(residual[j])}} for j, s in enumerate(cands.signals)]
@@ -242,6 +284,7 @@ class SlotRuntime:
                 rows = {t.id: t for t in store.get([ids[b] for b in best])}
                 out_slots.append({
                     "slot": int(s), "attention": float(att[s]),
+                    "focus": bool(self.model.config.slots.has_focus and s == len(att) - 1),
                     "turns": [{"id": ids[b], "similarity": float(sim[b, s]), "speaker": rows[ids[b]].speaker,
                                "text": rows[ids[b]].content} for b in best],
                 })

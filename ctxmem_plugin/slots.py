@@ -31,6 +31,10 @@ class SlotConfig:
         ffn_mult: width multiplier of the feed-forward refinement of the candidate update.
         init_std: standard deviation of the learned initial slots.
         gate_bias: initial bias of the update gate; negative keeps more of the old memory at first.
+        focus_rate: with a value above 0 the last slot is the *focus*: a trace of the latest
+            turns, ``focus <- (1 - rate) * focus + rate * turn`` for each turn written, with no
+            learned parameter. It is what a follow-up ("and what did she say about it?") refers
+            to; 0 (the default of an untrained config) means no focus slot.
         write_rule: how a chunk of turns reaches the slots.
 
             - ``"route"`` (default): each turn is routed to the slots it resembles (cosine,
@@ -53,6 +57,7 @@ class SlotConfig:
     init_std: float = 0.02
     gate_bias: float = 0.0
     write_rule: str = "route"
+    focus_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("dim", "num_slots", "heads", "ffn_mult"):
@@ -64,12 +69,22 @@ class SlotConfig:
                 raise ValueError(f"{name} must be a number, got {value!r}")
         if self.write_rule not in WRITE_RULES:
             raise ValueError(f"write_rule must be one of {', '.join(WRITE_RULES)}, got {self.write_rule!r}")
+        rate = self.focus_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"focus_rate must be a number in [0, 1], got {rate!r}")
+        if rate > 0 and self.num_slots < 2:
+            raise ValueError("a focus slot needs num_slots >= 2 (one or more slots plus the focus)")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict."""
         return asdict(self)
+
+    @property
+    def has_focus(self) -> bool:
+        """Whether the last slot is the focus trace."""
+        return self.focus_rate > 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SlotConfig:
@@ -83,6 +98,32 @@ class SlotConfig:
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def focus_trace(focus: Tensor, turns: Tensor, mask: Tensor | None, rate: float) -> Tensor:
+    """The focus after the real turns of a chunk, in order: ``f <- (1 - rate) * f + rate * x``.
+
+    No learned parameter on purpose: the same trace is computed when training data is gathered
+    (to widen the candidate pool of follow-up queries) and inside the memory at search time.
+
+    Args:
+        focus: current focus ``(b, d)`` (zeros for a new session).
+        turns: turn embeddings ``(b, t, d)``.
+        mask: ``(b, t)`` bool, True for real turns; ``None`` means all real.
+        rate: weight of each new turn.
+
+    Returns:
+        The new focus ``(b, d)``.
+    """
+    if mask is None:
+        mask = torch.ones(turns.shape[:2], dtype=torch.bool, device=turns.device)
+    m = mask.to(turns.dtype)  # (b, t)
+    x = turns.masked_fill(~mask.to(torch.bool).unsqueeze(-1), 0.0)  # (b, t, d)
+    later = m.flip(-1).cumsum(-1).flip(-1) - m  # (b, t): real turns written after each one
+    keep = 1.0 - rate
+    weight = rate * torch.pow(torch.full_like(m, keep), later) * m  # (b, t)
+    kept = torch.pow(torch.full_like(m[:, 0], keep), m.sum(dim=-1))  # (b,)
+    return focus * kept.unsqueeze(-1) + (weight.unsqueeze(-1) * x).sum(dim=1)  # (b, d)
 
 
 def _eye_linear(dim: int) -> nn.Linear:
@@ -114,8 +155,9 @@ class SlotMemory(nn.Module):
         super().__init__()
         self.config = config
         d, m = config.dim, config.num_slots
-        # Distinct random starts break the symmetry between slots so they can specialise.
-        self.initial = nn.Parameter(torch.randn(m, d) * config.init_std)
+        # Distinct random starts break the symmetry between slots so they can specialise. The
+        # focus slot, if any, starts at zero (nothing said yet) and is not a parameter.
+        self.initial = nn.Parameter(torch.randn(m - int(config.has_focus), d) * config.init_std)
 
         # Write path.
         self.feature_proj = (
@@ -167,7 +209,14 @@ class SlotMemory(nn.Module):
 
         The result is an expanded view of the parameter; :meth:`write` never modifies its input.
         """
-        return self.initial.unsqueeze(0).expand(batch, -1, -1)  # (b, m, d)
+        start = self.initial
+        if self.config.has_focus:
+            start = torch.cat([start, start.new_zeros(1, self.config.dim)])  # (m, d)
+        return start.unsqueeze(0).expand(batch, -1, -1)  # (b, m, d)
+
+    def focus(self, slots: Tensor) -> Tensor | None:
+        """The focus slot ``(b, d)`` (a trace of the latest turns), or None without one."""
+        return slots[:, -1] if self.config.has_focus else None
 
     def write(
         self,
@@ -208,7 +257,12 @@ class SlotMemory(nn.Module):
             feats = features.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, f)
             x = x + self.feature_proj(feats)  # (b, t, d)
 
-        new = self._route(slots, x, mask) if cfg.write_rule == "route" else self._attend(slots, x, mask)
+        # The focus slot follows its own fixed rule; the write rule sees the other slots only.
+        body = slots[:, :-1] if cfg.has_focus else slots  # (b, m', d)
+        new = self._route(body, x, mask) if cfg.write_rule == "route" else self._attend(body, x, mask)
+        if cfg.has_focus:
+            focus = focus_trace(slots[:, -1], turns, mask, cfg.focus_rate)  # (b, d)
+            new = torch.cat([new, focus.unsqueeze(1)], dim=1)  # (b, m, d)
         # A row with nothing new keeps its slots bit-exactly (a gate of 0 would only be close).
         has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
         return torch.where(has_turn, new, slots)  # (b, m, d)

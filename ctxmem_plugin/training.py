@@ -36,7 +36,7 @@ from ctxmem_plugin.retrieval import FEATURE_NAMES
 from ctxmem_plugin.scorer import ScorerConfig, listwise_loss
 from ctxmem_plugin.slot_runtime import RuntimeSettings
 from ctxmem_plugin.slots import SlotConfig
-from ctxmem_plugin.training_data import Dataset
+from ctxmem_plugin.training_data import TRAIN_KINDS, Dataset
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAIN_LOG = "train_log.json"
@@ -63,14 +63,25 @@ class TrainConfig:
     # read path and the scorer still learn on every step).
     slot_refresh: int = 4
     slot_write_rule: str = "route"
+    # The focus slot (a trace of the latest turns) and how many turns near its probe join a
+    # query's candidates; 0 / 0 trains a model without one. Must match the gathered data.
+    focus_rate: float = 0.5
+    focus_pool: int = 50
+    slot_gate: bool = False  # see ScorerConfig.slot_gate; measured worse on follow-ups (training.md)
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
     """A fresh model whose scorer starts as the identity on the hybrid score."""
     torch.manual_seed(cfg.seed)
     config = ModelConfig(
-        slots=SlotConfig(dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, write_rule=cfg.slot_write_rule),
-        scorer=ScorerConfig(num_features=len(FEATURE_NAMES), base_score_index=0, dim=dim, hidden=cfg.hidden, use_slots=cfg.use_slots),
+        slots=SlotConfig(
+            dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, write_rule=cfg.slot_write_rule,
+            focus_rate=cfg.focus_rate,
+        ),
+        scorer=ScorerConfig(
+            num_features=len(FEATURE_NAMES), base_score_index=0, dim=dim, hidden=cfg.hidden, use_slots=cfg.use_slots,
+            focus=cfg.use_slots and cfg.focus_rate > 0, slot_gate=cfg.use_slots and cfg.slot_gate,
+        ),
         encoder=encoder,
         feature_names=FEATURE_NAMES,
     )
@@ -114,6 +125,7 @@ class _Batches:
         labels = torch.zeros(b, n)
         conv_row = torch.tensor([self.used_convs.index(e.conv) for e in exs])
         query = torch.from_numpy(np.stack([e.query for e in exs]))
+        focus = torch.from_numpy(np.stack([e.focus for e in exs]))
         weight = torch.tensor([1.0 if e.kind == "question" else 0.0 for e in exs])
         for j, e in enumerate(exs):
             k = len(e.cand)
@@ -121,7 +133,7 @@ class _Batches:
             cand[j, :k] = torch.from_numpy(e.cand)
             mask[j, :k] = True
             labels[j, :k] = torch.from_numpy(e.labels.astype(np.float32))
-        return {"features": feats, "cand": cand, "mask": mask, "labels": labels, "conv_row": conv_row, "query": query, "is_question": weight}
+        return {"features": feats, "cand": cand, "mask": mask, "labels": labels, "conv_row": conv_row, "query": query, "focus": focus, "is_question": weight}
 
 
 class _LossModule(nn.Module):
@@ -156,7 +168,7 @@ class _LossModule(nn.Module):
             slots = all_slots[batch["conv_row"]]  # (b, m, d)
         else:
             slots = torch.zeros(turns.shape[0], 1, turns.shape[-1])[batch["conv_row"]]
-        scores = self.model(batch["features"], batch["mask"], batch["query"], cand_vecs, slots)  # (b, n)
+        scores = self.model(batch["features"], batch["mask"], batch["query"], cand_vecs, slots, batch["focus"])  # (b, n)
         q = batch["is_question"] > 0
         # Padded scores are -inf: a zero built from them would be NaN.
         zero = scores.masked_fill(~batch["mask"], 0.0).sum() * 0.0
@@ -166,14 +178,23 @@ class _LossModule(nn.Module):
         return loss_q + weight_c * loss_c
 
 
-def _distributed() -> tuple[int, int]:
-    """``(rank, world)``; initialises the process group when started by ``torchrun``."""
+def _distributed(device: str) -> tuple[int, int, str]:
+    """``(rank, world, device)``; initialises the process group when started by ``torchrun``.
+
+    The backend follows the training device, not the machine: NCCL for CUDA tensors, gloo for
+    CPU ones (CPU training on a machine that has a GPU needs gloo too). On CUDA each process
+    takes the GPU of its ``LOCAL_RANK``.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
+        return 0, 1, device
+    cuda = device.startswith("cuda")
+    if cuda and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def _save_trainer_state(directory: Path, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -245,7 +266,12 @@ def train(
     Returns:
         The model and the per-epoch log.
     """
-    if not data.examples:
+    if (data.focus_rate, data.focus_pool) != (cfg.focus_rate, cfg.focus_pool if cfg.focus_rate > 0 else 0):
+        raise InputError(
+            f"the data was gathered with focus_rate={data.focus_rate}, focus_pool={data.focus_pool}; "
+            f"the training config asks for {cfg.focus_rate}, {cfg.focus_pool}: gather again with the same settings"
+        )
+    if not any(e.kind in TRAIN_KINDS for e in data.examples):
         raise InputError("no training examples: the logs hold no turns with enough words and no labelled questions")
     with _deterministic():
         return _train(data, cfg, out, resume=resume, device=device, progress=progress, extra_log=extra_log)
@@ -261,7 +287,7 @@ def _train(
     progress: Callable[[int, float], None] | None,
     extra_log: dict[str, Any] | None,
 ) -> tuple[CtxMemModel, list[dict[str, float]]]:
-    rank, world = _distributed()
+    rank, world, device = _distributed(device)
     dim = data.conversations[0].vectors.shape[1]
     model = build_model(dim, data.encoder, cfg)
     log: list[dict[str, float]] = []
@@ -283,10 +309,11 @@ def _train(
         module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
     batches = _Batches(data, cfg.write_chunk, device)
     turns, turn_feats, turn_mask = (t.to(device) for t in batches.slot_inputs())
-    n = len(data.examples)
+    trainable = np.array([i for i, e in enumerate(data.examples) if e.kind in TRAIN_KINDS])
+    n = len(trainable)
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        order = trainable[np.random.default_rng([cfg.seed, epoch]).permutation(n)]
         steps = [order[i : i + cfg.batch_size].tolist() for i in range(0, n, cfg.batch_size)]
         # Every process runs the same number of steps (DDP all-reduces in each backward); like
         # DistributedSampler, the last round wraps around to the first batches when uneven.
@@ -326,7 +353,7 @@ def write_checkpoint(
 ) -> None:
     """Weights + config, optimiser state, then the log (the log last: it marks the epoch done)."""
     out.mkdir(parents=True, exist_ok=True)
-    settings = RuntimeSettings(pool=data.pool, write_chunk=cfg.write_chunk, retrieval=data.retrieval)
+    settings = RuntimeSettings(pool=data.pool, write_chunk=cfg.write_chunk, retrieval=data.retrieval, focus_pool=data.focus_pool)
     save_model(model, out, extra={"runtime": settings.to_dict(), "train": asdict(cfg)})
     _save_trainer_state(out, optimizer, len(log))
     document = {"config": asdict(cfg), "data": data.describe(), "epochs": log, **(extra_log or {})}
@@ -355,7 +382,7 @@ def score_examples(model: CtxMemModel, data: Dataset, indices: list[int], chunk:
         b = batches.batch(idx)
         cand_vecs = turns[b["conv_row"].unsqueeze(1), b["cand"]]
         slots = slots_all[b["conv_row"]] if slots_all is not None else torch.zeros(len(idx), 1, turns.shape[-1])
-        scores = model(b["features"], b["mask"], b["query"], cand_vecs, slots)
+        scores = model(b["features"], b["mask"], b["query"], cand_vecs, slots, b["focus"])
         for j, i in enumerate(idx):
             out.append(scores[j, : len(data.examples[i].cand)].double().numpy())
     return out

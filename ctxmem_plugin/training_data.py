@@ -7,7 +7,13 @@ them at search time, features included) and which candidates are relevant. Two s
 - **self-supervised** (any chat log, no labels): a *cue* made from part of a turn's content
   words must find that turn among its candidates; a *reply* cue (the next turn's text) must
   find the turn it answers. Both teach the model what a partial, reworded reference to an
-  earlier turn looks like.
+  earlier turn looks like. A *followup* is a cue said as the latest turn of a new
+  conversation, then a query that names nothing ("what was that again?",
+  :mod:`ctxmem_plugin.followups`) must find the turn: only the focus slot can tell which.
+
+Every example carries the focus its query sees: the conversation's own for questions and cues
+(asked at its end), the new conversation's for follow-ups. The focus has no learned parameter,
+so it is known here, and its probe widens the candidates exactly as it will at search time.
 """
 
 from __future__ import annotations
@@ -15,16 +21,18 @@ from __future__ import annotations
 import random
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ctxmem_plugin.encoder import TextEncoder
+from ctxmem_plugin.followups import EVAL_TEMPLATES, TRAIN_TEMPLATES
 from ctxmem_plugin.formats import SourceTurn, detect_format, read_log
-from ctxmem_plugin.indexing import query_terms
+from ctxmem_plugin.indexing import embed_text, query_terms
+from ctxmem_plugin.records import Turn
 from ctxmem_plugin.retrieval import RetrievalConfig
-from ctxmem_plugin.slot_runtime import turn_features
+from ctxmem_plugin.slot_runtime import focus_probe, turn_features
 
 
 @dataclass
@@ -50,11 +58,15 @@ class Example:
     """One query with its candidate list; ``cand`` indexes the conversation's turns."""
 
     conv: int
-    kind: str  # "question", "cue" or "reply"
+    kind: str  # "question", "cue", "reply", "followup" or "followup-eval" (benchmark only)
     query: np.ndarray  # (d,)
     features: np.ndarray  # (n, F)
     cand: np.ndarray  # (n,) int64 positions in the conversation
     labels: np.ndarray  # (n,) bool
+    focus: np.ndarray  # (d,) the focus the query is asked in (zeros: none)
+
+TRAIN_KINDS = frozenset({"question", "cue", "reply", "followup"})
+"""The kinds training learns from; ``followup-eval`` examples exist for the benchmark alone."""
 
 
 @dataclass
@@ -66,11 +78,13 @@ class Dataset:
     pool: int
     encoder: str
     retrieval: dict[str, object] | None = None  # the RetrievalConfig the features were made with
+    focus_rate: float = 0.0  # the focus trace the examples' focus vectors were made with
+    focus_pool: int = 0  # turns near the focus probe added to each candidate list
 
     def subset(self, names: set[str]) -> Dataset:
         """Only the examples of the named conversations (conversation tensors are kept)."""
         keep = {i for i, c in enumerate(self.conversations) if c.name in names}
-        return Dataset(self.conversations, [e for e in self.examples if e.conv in keep], self.pool, self.encoder, self.retrieval)
+        return replace(self, examples=[e for e in self.examples if e.conv in keep])
 
     def describe(self) -> dict[str, int]:
         kinds: dict[str, int] = {}
@@ -128,6 +142,45 @@ def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tup
     return cues
 
 
+def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[tuple[str, str, set[int]]]:
+    """Self-supervised follow-ups ``(context turn, query, positive positions)`` for one conversation."""
+    out: list[tuple[str, str, set[int]]] = []
+    order = list(range(len(conv.turns)))
+    rng.shuffle(order)
+    for i in order:
+        if len(out) >= count:
+            break
+        turn = conv.turns[i].turn
+        words = query_terms(turn.content)
+        if len(words) < 4:
+            continue
+        k = max(2, int(round(len(words) * rng.uniform(0.3, 0.6))))
+        context = " ".join(words[j] for j in sorted(rng.sample(range(len(words)), k)))
+        if rng.random() < 0.5:
+            context = f"{turn.speaker_name} {context}"
+        out.append((context, rng.choice(TRAIN_TEMPLATES), {i}))
+    return out
+
+
+def eval_followups(conv: Conversation) -> list[tuple[str, str, set[int]]]:
+    """Benchmark follow-ups: each question said as the context turn, then an unseen template."""
+    return [(q, EVAL_TEMPLATES[j % len(EVAL_TEMPLATES)], ev) for j, (q, ev) in enumerate(conv.questions)]
+
+
+def conversation_focus(vectors: np.ndarray, rate: float) -> np.ndarray:
+    """The focus after the given turns, written from an empty one (``rate`` 0: zeros)."""
+    import torch
+
+    from ctxmem_plugin.slots import focus_trace
+
+    dim = vectors.shape[1]
+    if rate <= 0 or len(vectors) == 0:
+        return np.zeros(dim, np.float32)
+    with torch.no_grad():
+        f = focus_trace(torch.zeros(1, dim), torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).unsqueeze(0), None, rate)
+    return f[0].numpy()
+
+
 def gather(
     conversations: Sequence[Conversation],
     encoder: TextEncoder,
@@ -135,11 +188,20 @@ def gather(
     retrieval: RetrievalConfig | None = None,
     pool: int = 200,
     cues_per_conversation: int = 200,
+    followups_per_conversation: int = 100,
+    focus_rate: float = 0.5,
+    focus_pool: int = 50,
+    benchmark_followups: bool = False,
     slot_feature_dim: int = 8,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
-    """Ingest the conversations into a throw-away memory and collect every example's candidates."""
+    """Ingest the conversations into a throw-away memory and collect every example's candidates.
+
+    ``focus_rate`` and ``focus_pool`` must be the model's (``TrainConfig``): with a focus,
+    each query's candidates include the ``focus_pool`` turns nearest to its focus probe.
+    ``benchmark_followups`` adds a ``followup-eval`` example per question (never trained on).
+    """
     from ctxmem_plugin.memory import ContextMemory
 
     rng = random.Random(seed)
@@ -161,25 +223,39 @@ def gather(
             )
             tensors.append(ConversationTensors(conv.name, vectors, feats))
             position = {turn_id: p for p, turn_id in enumerate(ids)}
-            queries = [("question", q, ev) for q, ev in conv.questions]
-            queries += make_cues(conv, rng, cues_per_conversation)
-            qvecs = encoder.encode([q for _, q, _ in queries]) if queries else np.zeros((0, dim), np.float32)
-            for (kind, text, positives), qv in zip(queries, qvecs):
-                cands = mem.retriever.candidates(text, qv, space, method="hybrid", pool=pool)
+            own = conversation_focus(vectors, focus_rate)  # questions and cues come at the end
+            queries = [("question", q, ev, own) for q, ev in conv.questions]
+            queries += [(kind, text, ev, own) for kind, text, ev in make_cues(conv, rng, cues_per_conversation)]
+            follow = make_followups(conv, rng, followups_per_conversation) if focus_rate > 0 else []
+            kinds = ["followup"] * len(follow)
+            if benchmark_followups and focus_rate > 0:
+                follow += eval_followups(conv)
+                kinds += ["followup-eval"] * (len(follow) - len(kinds))
+            if follow:
+                # The context turn opens a new conversation: the focus is that turn alone, embedded
+                # as a memory embeds a stored user turn.
+                contexts = encoder.encode([embed_text(Turn(role="user", content=c)) for c, _, _ in follow])
+                for kind, (_, text, ev), cv in zip(kinds, follow, contexts):
+                    queries.append((kind, text, ev, conversation_focus(cv[None, :], focus_rate)))
+            qvecs = encoder.encode([q for _, q, _, _ in queries]) if queries else np.zeros((0, dim), np.float32)
+            for (kind, text, positives, focus), qv in zip(queries, qvecs):
+                probe = focus_probe(qv, focus) if focus_pool else None
+                cands = mem.retriever.candidates(text, qv, space, method="hybrid", pool=pool, probe=probe, probe_pool=focus_pool)
                 cand = np.array([position[int(i)] for i in cands.ids], dtype=np.int64)
                 labels = np.isin(cand, list(positives))
-                examples.append(Example(ci, kind, qv, cands.features, cand, labels))
+                examples.append(Example(ci, kind, qv, cands.features, cand, labels, focus.astype(np.float32)))
                 if progress is not None:
                     progress(1)
-    return Dataset(tensors, examples, pool, encoder.name, mem.retrieval.to_dict())
+    return Dataset(tensors, examples, pool, encoder.name, mem.retrieval.to_dict(), focus_rate, focus_pool if focus_rate > 0 else 0)
 
 
-def save_dataset(data: Dataset, path: Path) -> None:
+def save_dataset(data: Dataset, path: Path, *, compress: bool = False) -> None:
     """Write a dataset as one ``.npz`` of plain arrays (no pickle), to reuse across runs."""
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(
             __import__("json").dumps({
                 "pool": data.pool, "encoder": data.encoder, "retrieval": data.retrieval,
+                "focus_rate": data.focus_rate, "focus_pool": data.focus_pool,
                 "names": [c.name for c in data.conversations],
                 "kinds": [e.kind for e in data.examples], "convs": [e.conv for e in data.examples],
             }).encode(), dtype=np.uint8,
@@ -190,7 +266,8 @@ def save_dataset(data: Dataset, path: Path) -> None:
     for i, e in enumerate(data.examples):
         arrays[f"e{i}_query"], arrays[f"e{i}_features"] = e.query, e.features
         arrays[f"e{i}_cand"], arrays[f"e{i}_labels"] = e.cand, e.labels
-    np.savez(path, **arrays)
+        arrays[f"e{i}_focus"] = e.focus
+    (np.savez_compressed if compress else np.savez)(path, **arrays)
 
 
 def load_dataset(path: Path) -> Dataset:
@@ -200,8 +277,15 @@ def load_dataset(path: Path) -> Dataset:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
         convs = [ConversationTensors(n, z[f"c{i}_vectors"], z[f"c{i}_features"]) for i, n in enumerate(meta["names"])]
+        names = set(z.files)
         examples = [
-            Example(c, k, z[f"e{i}_query"], z[f"e{i}_features"], z[f"e{i}_cand"], z[f"e{i}_labels"])
+            Example(
+                c, k, z[f"e{i}_query"], z[f"e{i}_features"], z[f"e{i}_cand"], z[f"e{i}_labels"],
+                z[f"e{i}_focus"] if f"e{i}_focus" in names else np.zeros_like(z[f"e{i}_query"]),
+            )
             for i, (k, c) in enumerate(zip(meta["kinds"], meta["convs"]))
         ]
-    return Dataset(convs, examples, meta["pool"], meta["encoder"], meta.get("retrieval"))
+    return Dataset(
+        convs, examples, meta["pool"], meta["encoder"], meta.get("retrieval"),
+        float(meta.get("focus_rate", 0.0)), int(meta.get("focus_pool", 0)),
+    )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ctxmem_plugin.model import CtxMemModel, ModelConfig
-from ctxmem_plugin.scorer import SLOT_FEATURE_NAMES, CtxMemScorer, ScorerConfig, listwise_loss
+from ctxmem_plugin.scorer import FOCUS_FEATURE_NAMES, SLOT_FEATURE_NAMES, CtxMemScorer, ScorerConfig, listwise_loss
 from ctxmem_plugin.slots import SlotConfig
 
 D, NF = 16, 4
@@ -28,12 +28,13 @@ def _one_thread() -> Iterator[None]:
 
 
 def _model(
-    use_slots: bool = True, base_score_index: int = 2, feature_dim: int = 0, dim: int = D
+    use_slots: bool = True, base_score_index: int = 2, feature_dim: int = 0, dim: int = D, focus: bool = False,
+    slot_gate: bool = False,
 ) -> CtxMemModel:
     torch.manual_seed(0)
     return CtxMemModel(
         ModelConfig(
-            slots=SlotConfig(dim=dim, num_slots=4, heads=2, feature_dim=feature_dim),
+            slots=SlotConfig(dim=dim, num_slots=4, heads=2, feature_dim=feature_dim, focus_rate=0.5 if focus else 0.0),
             scorer=ScorerConfig(
                 num_features=NF,
                 base_score_index=base_score_index,
@@ -41,6 +42,8 @@ def _model(
                 hidden=16,
                 bilinear_rank=4,
                 use_slots=use_slots,
+                focus=focus,
+                slot_gate=slot_gate,
             ),
             encoder="test-encoder",
             feature_names=tuple(f"f{i}" for i in range(NF)),
@@ -116,6 +119,80 @@ def test_slot_features_shape() -> None:
     q, attn = model.slots.contextualise(slots, torch.randn(2, D))
     feats = model.scorer.slot_features(q, attn, torch.randn(2, 7, D), slots)
     assert feats.shape == (2, 7, len(SLOT_FEATURE_NAMES))
+
+
+def test_focus_features_and_a_focus_from_elsewhere() -> None:
+    model = _model(focus=True)
+    _perturb(model)
+    batch = _batch()
+    slots = model.slots.write(model.slots.init_slots(3), batch["turns"])
+    q, attn = model.slots.contextualise(slots, batch["query"])
+    feats = model.scorer.slot_features(q, attn, batch["cand"], slots, model.slots.focus(slots))
+    assert feats.shape == (3, 6, len(SLOT_FEATURE_NAMES) + len(FOCUS_FEATURE_NAMES))
+    # focus_cand is the cosine of each candidate to the focus slot.
+    own = F.cosine_similarity(batch["cand"], model.slots.focus(slots).unsqueeze(1), dim=-1)  # type: ignore[union-attr]
+    torch.testing.assert_close(feats[..., len(SLOT_FEATURE_NAMES)], own)
+    # By default the focus is the slots' own; another conversation's focus changes the scores.
+    args = (batch["features"], batch["cand_mask"], batch["query"], batch["cand"], slots)
+    assert torch.equal(model(*args), model(*args, model.slots.focus(slots)))
+    m = batch["cand_mask"]
+    assert not torch.allclose(model(*args)[m], model(*args, torch.randn(3, D))[m])
+    with pytest.raises(ValueError, match="focus"):
+        ScorerConfig(use_slots=False, focus=True)
+    with pytest.raises(ValueError, match="focus slot"):
+        ModelConfig(slots=SlotConfig(), scorer=ScorerConfig(num_features=1, focus=True), encoder="e", feature_names=("a",))
+
+
+def test_untrained_model_with_focus_returns_base_column() -> None:
+    model = _model(focus=True)
+    batch = _batch()
+    scores = _score(model, batch)
+    m = batch["cand_mask"]
+    assert torch.equal(scores[m], batch["features"][..., 2][m])
+
+
+def test_slot_gate_starts_as_identity_and_can_shut_the_slots_out() -> None:
+    model = _model(focus=True, slot_gate=True)
+    batch = _batch()
+    m = batch["cand_mask"]
+    assert torch.equal(_score(model, batch)[m], batch["features"][..., 2][m])
+    _perturb(model)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.scorer.slot_mlp[-1].weight, std=0.3)
+    other = dict(batch, turns=torch.randn_like(batch["turns"]))
+    assert not torch.allclose(_score(model, batch)[m], _score(model, other)[m])
+    # A closed gate leaves the upstream-feature head alone: the slots no longer matter.
+    with torch.no_grad():
+        model.scorer.slot_gate.bias.fill_(-60.0)
+    torch.testing.assert_close(_score(model, batch)[m], _score(model, other)[m])
+
+
+def _perturbed_gated() -> CtxMemModel:
+    model = _model(focus=True, slot_gate=True)
+    _perturb(model)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.scorer.slot_mlp[-1].weight, std=0.3)
+    return model
+
+
+def test_gradients_reach_both_heads_and_the_gate() -> None:
+    model = _perturbed_gated()
+    batch = _batch()
+    scores = _score(model, batch)
+    scores[batch["cand_mask"]].sum().backward()
+    for name in ("mlp.0.weight", "slot_mlp.0.weight", "slot_gate.weight", "slot_gate.bias"):
+        grad = dict(model.scorer.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_model_scores_agree_on_cpu_and_cuda() -> None:
+    model = _perturbed_gated()
+    batch = _batch()
+    cpu = _score(model, batch)
+    gpu = _score(model.to("cuda"), {k: v.cuda() for k, v in batch.items()})
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
 
 
 def test_masked_candidates_change_nothing() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctxmem_plugin.slots import WRITE_RULES, SlotConfig, SlotMemory
+from ctxmem_plugin.slots import WRITE_RULES, SlotConfig, SlotMemory, focus_trace
 
 CFG = SlotConfig(dim=16, num_slots=4, heads=2, feature_dim=3)
 
@@ -24,11 +24,12 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(params=WRITE_RULES)
+@pytest.fixture(params=[*((rule, 0.0) for rule in WRITE_RULES), ("route", 0.5)], ids=lambda p: f"{p[0]}-focus{p[1]}")
 def memory(request: pytest.FixtureRequest) -> SlotMemory:
-    """Every property holds for every write rule."""
+    """Every property holds for every write rule, and with a focus slot."""
     torch.manual_seed(0)
-    return SlotMemory(dataclasses.replace(CFG, write_rule=request.param))
+    rule, focus_rate = request.param
+    return SlotMemory(dataclasses.replace(CFG, write_rule=rule, focus_rate=focus_rate))
 
 
 def _turns(b: int, t: int, seed: int = 1) -> torch.Tensor:
@@ -236,3 +237,40 @@ def test_routed_memory_keeps_an_early_topic_and_separates_topics() -> None:
     assert mixed < 0.5  # and it is not the slot that holds the later topic
     attend_held, _ = best_cos(SlotMemory(dataclasses.replace(cfg, write_rule="attend")))
     assert attend_held < held - 0.3  # the gated attention rule forgets it
+
+
+def test_focus_trace_is_the_turn_by_turn_rule() -> None:
+    turns = _turns(2, 6)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    start = torch.randn(2, CFG.dim)
+    expected = start.clone()
+    for b in range(2):
+        for t in range(6):
+            if mask[b, t]:
+                expected[b] = 0.7 * expected[b] + 0.3 * turns[b, t]
+    torch.testing.assert_close(focus_trace(start, turns, mask, 0.3), expected)
+
+
+def test_focus_slot_holds_the_latest_turns_whatever_the_chunking() -> None:
+    torch.manual_seed(0)
+    memory = SlotMemory(dataclasses.replace(CFG, focus_rate=0.5))
+    turns = _turns(1, 9)
+    whole = memory.write(memory.init_slots(1), turns)
+    stepwise = memory.init_slots(1)
+    for t in range(9):
+        stepwise = memory.write(stepwise, turns[:, t : t + 1])
+    focus = memory.focus(whole)
+    assert focus is not None and memory.focus(memory.init_slots(1)).abs().max() == 0  # type: ignore[union-attr]
+    torch.testing.assert_close(focus, memory.focus(stepwise))
+    # The last turn weighs most: the focus is nearer to it than to any earlier turn.
+    sims = F.cosine_similarity(turns[0], focus, dim=-1)  # (9,)
+    assert int(sims.argmax()) == 8
+    assert SlotMemory(CFG).focus(whole) is None
+
+
+def test_focus_config_validation() -> None:
+    with pytest.raises(ValueError, match="focus_rate"):
+        SlotConfig(focus_rate=1.5)
+    with pytest.raises(ValueError, match="num_slots >= 2"):
+        SlotConfig(num_slots=1, focus_rate=0.5)
+    assert SlotConfig.from_dict(SlotConfig(focus_rate=0.5).to_dict()).has_focus

@@ -86,6 +86,35 @@ def test_untrained_model_leaves_retrieval_unchanged(tmp_path: Path) -> None:
             assert ctx == hybrid
 
 
+def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) -> None:
+    import random
+
+    from ctxmem_plugin.slot_runtime import RuntimeSettings
+
+    model = build_model(64, "hash-64", TINY)
+    assert model.config.slots.has_focus and model.config.scorer.focus
+    settings = RuntimeSettings(pool=3, write_chunk=4, focus_pool=2)
+    save_model(model, tmp_path / "m", extra={"runtime": settings.to_dict()})
+    rng = random.Random(0)
+    vocab = [f"topic{i}" for i in range(500)]
+    history = [{"role": "user", "content": " ".join(rng.sample(vocab, 6))} for _ in range(120)]
+    referent = history[40]["content"].split()
+    with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "m") as mem:
+        ids = mem.add(history, ("u", "history"))
+        # The conversation going on now mentions the referent; the follow-up names nothing.
+        mem.add({"role": "user", "content": " ".join(referent[:4])}, ("u", "now"))
+        query = "what was that again?"
+        hits = {h.id: h for h in mem.search(query, ("u", "history"), k=30, focus=("u", "now"))}
+        assert ids[40] in hits and hits[ids[40]].signals["focus"]["rank"] == 1
+        # An empty conversation has no focus: nothing is added, and no hit says "focus".
+        plain = mem.search(query, ("u", "history"), k=30, focus=("u", "nothing-yet"))
+        assert ids[40] not in {h.id for h in plain}
+        assert not any("focus" in h.signals for h in plain)
+        # By default the focus is the searched namespace's own: its latest turns.
+        own = {h.id: h for h in mem.search(query, ("u", "history"), k=30)}
+        assert ids[-1] in own and "focus" in own[ids[-1]].signals
+
+
 def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Path) -> None:
     from ctxmem_plugin.formats import read_paths
 
@@ -106,6 +135,25 @@ def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Pa
     with ContextMemory(tmp_path / "one", encoder=HashEncoder(), model=tmp_path / "m") as a2, \
          ContextMemory(tmp_path / "many", encoder=HashEncoder(), model=tmp_path / "m", read_only=True) as b2:
         assert torch.allclose(a2.slots.slots_for(("maya",)), b2.slots.slots_for(("maya",)), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_memory_with_the_model_on_cuda_matches_cpu(dataset, tmp_path: Path) -> None:
+    from ctxmem_plugin.formats import read_paths
+
+    train(dataset, TINY, tmp_path / "m")
+    turns = [st.turn for st in read_paths([LOGS / "maya.jsonl"])[0].turns]
+    with ContextMemory(tmp_path / "cpu", encoder=HashEncoder(), model=tmp_path / "m", device="cpu") as a, \
+         ContextMemory(tmp_path / "gpu", encoder=HashEncoder(), model=tmp_path / "m", device="cuda") as b:
+        assert b.slots.device == "cuda"
+        for mem in (a, b):
+            mem.add(turns, ("maya",))
+            mem.add({"role": "user", "content": "that trip to Lisbon"}, ("maya-now",))
+        torch.testing.assert_close(b.slots.slots_for(("maya",)).cpu(), a.slots.slots_for(("maya",)), atol=1e-4, rtol=1e-4)
+        for query, focus in [("what is the dog called", None), ("what was that again?", ("maya-now",))]:
+            ha, hb = a.search(query, ("maya",), k=5, focus=focus), b.search(query, ("maya",), k=5, focus=focus)
+            assert [h.id for h in ha] == [h.id for h in hb]
+            assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4)
 
 
 def test_corrupt_model_dir_is_a_clear_error(dataset, tmp_path: Path) -> None:

@@ -98,7 +98,10 @@ class CtxMemMiddleware(AgentMiddleware):
             if cached is not None and cached[0] == generation:
                 self._recalled.move_to_end(key)
                 return list(cached[1])
-        hits = self.memory.search(query, space, k=self.k, filters=filters)
+        # The thread going on is the focus: a follow-up ("and what did she say about it?")
+        # is resolved against its latest turns even though they are not searched themselves.
+        focus = (*space, escape_label(current)) if current else None
+        hits = self.memory.search(query, space, k=self.k, filters=filters, focus=focus)
         with self._recalled_lock:
             self._recalled[key] = (generation, hits)
             while len(self._recalled) > _RECALL_CACHE_SIZE:

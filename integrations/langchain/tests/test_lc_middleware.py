@@ -223,3 +223,23 @@ def test_tool_rounds_reuse_the_recall_until_memory_changes(model: RecordingChatM
         assert len(calls) == 2 and len(c) == 2
     finally:
         del memory.search
+
+
+def test_the_current_thread_is_the_focus_of_the_search(model: RecordingChatModel, memory: ContextMemory) -> None:
+    calls: list[dict[str, Any]] = []
+    search = memory.search
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return search(*args, **kwargs)
+
+    memory.search = recording  # type: ignore[method-assign]
+    try:
+        agent = _agent(model, memory)
+        _ask(agent, "I adopted a greyhound called Comet.", "alice", "t1")
+        _ask(agent, "And what did I say about it?", "alice", "t2")
+    finally:
+        del memory.search
+    # The thread going on is searched for context (its latest turns), never for hits.
+    assert calls[-1]["focus"] == ("users", "alice", "t2")
+    assert calls[-1]["filters"] == {"thread_id": {"$ne": "t2"}}

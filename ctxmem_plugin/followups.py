@@ -1,0 +1,39 @@
+"""Follow-up queries: questions that name nothing and lean on what was just said.
+
+"And what did she say about it?" has no content word to search for; only the conversation going
+on (the focus slot of the slot memory) says what "it" is. Training teaches the model such
+queries with self-supervised examples built from any log: a *context* turn mentions a turn of
+the history (some of its content words), then one of :data:`TRAIN_TEMPLATES` must find it.
+
+The benchmark asks with :data:`EVAL_TEMPLATES`, worded differently from the training ones, so a
+model cannot score by having seen the exact phrasing; there the context turn is a LoCoMo
+question and the targets are its evidence turns.
+"""
+
+from __future__ import annotations
+
+TRAIN_TEMPLATES: tuple[str, ...] = (
+    "what did they say about it?",
+    "tell me more about that",
+    "and what about that?",
+    "remind me what was said about this",
+    "what was that again?",
+    "any details on that?",
+    "what happened with it?",
+    "can you recall that part?",
+    "who brought that up?",
+    "when was that?",
+    "what did he mean by that?",
+    "go on, what else about it?",
+)
+"""Follow-ups the model is trained with."""
+
+EVAL_TEMPLATES: tuple[str, ...] = (
+    "And what did she say about it?",
+    "What else was mentioned about that?",
+    "Can you remind me about it?",
+    "Do you remember the details there?",
+    "How did that go?",
+    "What was said on this?",
+)
+"""Follow-ups the benchmark asks with; none of them is a training template."""
