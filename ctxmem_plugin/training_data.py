@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -118,25 +118,32 @@ def load_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
     return out
 
 
-def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tuple[str, str, set[int]]]:
-    """Self-supervised queries ``(kind, text, positive positions)`` for one conversation."""
-    cues: list[tuple[str, str, set[int]]] = []
+def _fragment(speaker: str, words: list[str], rng: random.Random) -> str:
+    """30-60% of a turn's content words in their order, half the time after the speaker's name."""
+    k = max(2, round(len(words) * rng.uniform(0.3, 0.6)))
+    text = " ".join(words[j] for j in sorted(rng.sample(range(len(words)), k)))
+    return f"{speaker} {text}" if rng.random() < 0.5 else text
+
+
+def _wordy_turns(conv: Conversation, rng: random.Random) -> Iterator[tuple[int, Turn, list[str]]]:
+    """``(position, turn, content words)`` of the turns with 4+ content words, in random order."""
     order = list(range(len(conv.turns)))
     rng.shuffle(order)
     for i in order:
-        if len(cues) >= max_cues:
-            break
         turn = conv.turns[i].turn
         words = query_terms(turn.content)
-        if len(words) < 4:
-            continue
+        if len(words) >= 4:
+            yield i, turn, words
+
+
+def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tuple[str, str, set[int]]]:
+    """Self-supervised queries ``(kind, text, positive positions)`` for one conversation."""
+    cues: list[tuple[str, str, set[int]]] = []
+    for i, turn, words in _wordy_turns(conv, rng):
+        if len(cues) >= max_cues:
+            break
         if rng.random() < 0.7 or i + 1 >= len(conv.turns):
-            k = max(2, int(round(len(words) * rng.uniform(0.3, 0.6))))
-            picked = sorted(rng.sample(range(len(words)), k))
-            text = " ".join(words[j] for j in picked)
-            if rng.random() < 0.5:
-                text = f"{turn.speaker_name} {text}"
-            cues.append(("cue", text, {i}))
+            cues.append(("cue", _fragment(turn.speaker_name, words, rng), {i}))
         else:
             cues.append(("reply", conv.turns[i + 1].turn.content, {i}))
     return cues
@@ -145,20 +152,10 @@ def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tup
 def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[tuple[str, str, set[int]]]:
     """Self-supervised follow-ups ``(context turn, query, positive positions)`` for one conversation."""
     out: list[tuple[str, str, set[int]]] = []
-    order = list(range(len(conv.turns)))
-    rng.shuffle(order)
-    for i in order:
+    for i, turn, words in _wordy_turns(conv, rng):
         if len(out) >= count:
             break
-        turn = conv.turns[i].turn
-        words = query_terms(turn.content)
-        if len(words) < 4:
-            continue
-        k = max(2, int(round(len(words) * rng.uniform(0.3, 0.6))))
-        context = " ".join(words[j] for j in sorted(rng.sample(range(len(words)), k)))
-        if rng.random() < 0.5:
-            context = f"{turn.speaker_name} {context}"
-        out.append((context, rng.choice(TRAIN_TEMPLATES), {i}))
+        out.append((_fragment(turn.speaker_name, words, rng), rng.choice(TRAIN_TEMPLATES), {i}))
     return out
 
 

@@ -202,44 +202,41 @@ def test_real_encoder_recalls_a_paraphrase(real_memory: ContextMemory, tmp_path:
     assert "Biscuit" in system and "Whiskers" not in system
 
 
-def test_tool_rounds_reuse_the_recall_until_memory_changes(model: RecordingChatModel, memory: ContextMemory) -> None:
-    memory.add([{"role": "user", "content": "The spare key is under the blue pot."}], ("users", "alice", "old"))
-    middleware = CtxMemMiddleware(memory)
-    calls = []
-    search = memory.search
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        return search(*args, **kwargs)
-
-    memory.search = counting  # type: ignore[method-assign]
-    try:
-        runtime = Runtime(context={"user_id": "alice"})
-        a = middleware.recall("where is the spare key?", runtime)
-        b = middleware.recall("where is the spare key?", runtime)
-        assert a == b and len(calls) == 1
-        memory.add([{"role": "user", "content": "Moved the spare key to the drawer."}], ("users", "alice", "old"))
-        c = middleware.recall("where is the spare key?", runtime)
-        assert len(calls) == 2 and len(c) == 2
-    finally:
-        del memory.search
-
-
-def test_the_current_thread_is_the_focus_of_the_search(model: RecordingChatModel, memory: ContextMemory) -> None:
-    calls: list[dict[str, Any]] = []
+@pytest.fixture
+def search_calls(memory: ContextMemory, monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every call of ``memory.search`` as ``(args, kwargs)``; the search still runs."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     search = memory.search
 
     def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs)
+        calls.append((args, kwargs))
         return search(*args, **kwargs)
 
-    memory.search = recording  # type: ignore[method-assign]
-    try:
-        agent = _agent(model, memory)
-        _ask(agent, "I adopted a greyhound called Comet.", "alice", "t1")
-        _ask(agent, "And what did I say about it?", "alice", "t2")
-    finally:
-        del memory.search
+    monkeypatch.setattr(memory, "search", recording)
+    return calls
+
+
+def test_tool_rounds_reuse_the_recall_until_memory_changes(
+    model: RecordingChatModel, memory: ContextMemory, search_calls: list[Any]
+) -> None:
+    memory.add([{"role": "user", "content": "The spare key is under the blue pot."}], ("users", "alice", "old"))
+    middleware = CtxMemMiddleware(memory)
+    runtime = Runtime(context={"user_id": "alice"})
+    a = middleware.recall("where is the spare key?", runtime)
+    b = middleware.recall("where is the spare key?", runtime)
+    assert a == b and len(search_calls) == 1
+    memory.add([{"role": "user", "content": "Moved the spare key to the drawer."}], ("users", "alice", "old"))
+    c = middleware.recall("where is the spare key?", runtime)
+    assert len(search_calls) == 2 and len(c) == 2
+
+
+def test_the_current_thread_is_the_focus_of_the_search(
+    model: RecordingChatModel, memory: ContextMemory, search_calls: list[Any]
+) -> None:
+    agent = _agent(model, memory)
+    _ask(agent, "I adopted a greyhound called Comet.", "alice", "t1")
+    _ask(agent, "And what did I say about it?", "alice", "t2")
     # The thread going on is searched for context (its latest turns), never for hits.
-    assert calls[-1]["focus"] == ("users", "alice", "t2")
-    assert calls[-1]["filters"] == {"thread_id": {"$ne": "t2"}}
+    kwargs = search_calls[-1][1]
+    assert kwargs["focus"] == ("users", "alice", "t2")
+    assert kwargs["filters"] == {"thread_id": {"$ne": "t2"}}
