@@ -29,6 +29,7 @@ from ctxmem_plugin.encoder import SentenceEncoder
 from ctxmem_plugin.slots import WRITE_RULES
 from ctxmem_plugin.training import TrainConfig, score_examples, train
 from ctxmem_plugin.training_data import (
+    FOLLOWUPS_PER_CONVERSATION,
     Dataset,
     gather,
     load_conversations,
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
     parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
-    parser.add_argument("--followups", type=int, default=100, help="self-supervised follow-ups per conversation")
+    parser.add_argument("--followups", type=int, default=FOLLOWUPS_PER_CONVERSATION, help="self-supervised follow-ups per conversation")
     parser.add_argument("--focus-rate", type=float, default=TrainConfig.focus_rate)
     parser.add_argument("--focus-pool", type=int, default=TrainConfig.focus_pool)
     args = parser.parse_args()

@@ -311,7 +311,7 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     from ctxmem_plugin.encoder import load_encoder, resolve_device
     from ctxmem_plugin.training import TrainConfig, resume_config
     from ctxmem_plugin.training import train as run_training
-    from ctxmem_plugin.training_data import gather, load_conversations
+    from ctxmem_plugin.training_data import FOLLOWUPS_PER_CONVERSATION, gather, load_conversations
 
     cfg = TrainConfig(epochs=epochs, seed=seed, use_slots=not no_slots)
     if resume:
@@ -321,7 +321,7 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     began = time.perf_counter()
     convs = load_conversations(files)
     enc = load_encoder(encoder, device=resolve_device(device))
-    followups = 100 if cfg.focus_rate > 0 else 0
+    followups = FOLLOWUPS_PER_CONVERSATION if cfg.focus_rate > 0 else 0
     queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
     with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
         data = gather(convs, enc, cues_per_conversation=cues, followups_per_conversation=followups, seed=seed,

@@ -120,11 +120,9 @@ def build_questions(
             cands = memory.retriever.candidates(q.question, qv, space, method="hybrid", pool=pool)
             model_cands = None
             if widen:
-                from ctxmem_plugin.slot_runtime import focus_probe
-
                 model_cands = memory.retriever.candidates(
                     q.question, qv, space, method="hybrid", pool=pool,
-                    probe=focus_probe(qv, focus), probe_pool=runtime.settings.focus_pool,  # type: ignore[union-attr]
+                    probe=runtime.probe(qv, focus), probe_pool=runtime.settings.focus_pool,  # type: ignore[union-attr]
                 )
             out.append(
                 EvalQuestion(

@@ -421,16 +421,15 @@ class ContextMemory:
             qv = np.zeros(self.encoder.dim, np.float32) if method == "bm25" else self.encoder.encode_query(query)
             retriever = self.retriever
             if method == "ctxmem":
-                from ctxmem_plugin.slot_runtime import focus_probe
-
                 runtime = self.slots
                 assert runtime is not None  # checked above
-                # A prefix holds no turns of its own, so it has no focus: then none is used.
+                # A prefix holds no turns of its own, so it has no focus: then none is used. The
+                # focus namespace's slots are computed once and reused when re-scoring.
                 known = {focus_space: runtime.slots_for(focus_space)} if focus_space else {}
-                fvec = runtime.focus_of(focus_space, known[focus_space]) if focus_space else None
-                probe = focus_probe(qv, fvec) if runtime.settings.focus_pool else None
+                fvec = runtime.focus_of(focus_space, known[focus_space]) if known else None
                 cands = retriever.candidates(
-                    query, qv, space, filters, method="hybrid", pool=runtime.pool, probe=probe, probe_pool=runtime.settings.focus_pool
+                    query, qv, space, filters, method="hybrid", pool=runtime.pool,
+                    probe=runtime.probe(qv, fvec), probe_pool=runtime.settings.focus_pool,
                 )
                 if focus is not None and fvec is None:
                     fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all

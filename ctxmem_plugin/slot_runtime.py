@@ -230,6 +230,10 @@ class SlotRuntime:
         focus = self.model.slots.focus(slots)[0].cpu().numpy()  # type: ignore[index]
         return focus if float(np.linalg.norm(focus)) > 1e-6 else None
 
+    def probe(self, query_vector: np.ndarray, focus: np.ndarray | None) -> np.ndarray | None:
+        """The vector whose ``settings.focus_pool`` nearest turns join a query's candidates, or None."""
+        return focus_probe(query_vector, focus) if self.settings.focus_pool else None
+
     # -- retrieval --------------------------------------------------------------------------
 
     @torch.no_grad()

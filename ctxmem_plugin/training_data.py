@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ctxmem_plugin.encoder import TextEncoder
 from ctxmem_plugin.followups import EVAL_TEMPLATES, TRAIN_TEMPLATES
@@ -33,6 +34,10 @@ from ctxmem_plugin.indexing import embed_text, query_terms
 from ctxmem_plugin.records import Turn
 from ctxmem_plugin.retrieval import RetrievalConfig
 from ctxmem_plugin.slot_runtime import focus_probe, turn_features
+from ctxmem_plugin.slots import focus_trace
+
+FOLLOWUPS_PER_CONVERSATION = 100
+"""Self-supervised follow-ups gathered per conversation by default."""
 
 
 @dataclass
@@ -166,10 +171,6 @@ def eval_followups(conv: Conversation) -> list[tuple[str, str, set[int]]]:
 
 def conversation_focus(vectors: np.ndarray, rate: float) -> np.ndarray:
     """The focus after the given turns, written from an empty one (``rate`` 0: zeros)."""
-    import torch
-
-    from ctxmem_plugin.slots import focus_trace
-
     dim = vectors.shape[1]
     if rate <= 0 or len(vectors) == 0:
         return np.zeros(dim, np.float32)
@@ -185,7 +186,7 @@ def gather(
     retrieval: RetrievalConfig | None = None,
     pool: int = 200,
     cues_per_conversation: int = 200,
-    followups_per_conversation: int = 100,
+    followups_per_conversation: int = FOLLOWUPS_PER_CONVERSATION,
     focus_rate: float = 0.5,
     focus_pool: int = 50,
     benchmark_followups: bool = False,
