@@ -365,6 +365,10 @@ def write_checkpoint(
 def resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
     """The saved run's hyper-parameters, with ``epochs`` taken from ``cfg`` (to train longer)."""
     saved = json.loads((out / TRAIN_LOG).read_text())["config"]
+    # A run saved before the focus slot existed was trained without one: resuming it must not
+    # switch the focus on (its weights have no focus inputs).
+    saved.setdefault("focus_rate", 0.0)
+    saved.setdefault("focus_pool", 0)
     return replace(TrainConfig(**saved), epochs=cfg.epochs)
 
 

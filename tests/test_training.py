@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,15 @@ def test_resume_continues_the_same_loss_curve(dataset, tmp_path: Path) -> None:
     _, resumed = train(dataset, replace(TINY, epochs=4), tmp_path / "b", resume=True)
     assert len(resumed) == 4
     assert np.allclose([e["loss"] for e in resumed], [e["loss"] for e in straight], rtol=1e-4)
+
+
+def test_resuming_a_run_saved_before_the_focus_keeps_it_off(tmp_path: Path) -> None:
+    from ctxmem_plugin.training import resume_config
+
+    old = {k: v for k, v in asdict(TINY).items() if k not in ("focus_rate", "focus_pool", "slot_gate")}
+    tmp_path.joinpath("train_log.json").write_text(json.dumps({"config": old, "epochs": []}))
+    cfg = resume_config(tmp_path, replace(TINY, epochs=9))
+    assert (cfg.focus_rate, cfg.focus_pool, cfg.epochs) == (0.0, 0, 9)
 
 
 def test_training_is_deterministic(dataset) -> None:
@@ -166,7 +175,7 @@ def test_corrupt_model_dir_is_a_clear_error(dataset, tmp_path: Path) -> None:
 DDP_WORKER = r"""
 import json, sys, hashlib
 sys.path.insert(0, {tests!r})
-from dataclasses import replace
+from dataclasses import asdict, replace
 import torch
 from ctxmem_plugin.training import TrainConfig, train
 from ctxmem_plugin.training_data import load_dataset
