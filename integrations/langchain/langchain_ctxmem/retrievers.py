@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from ctxmem_plugin import namespaces as core_ns
 from ctxmem_plugin.memory import ContextMemory
@@ -28,6 +29,10 @@ class CtxMemRetriever(BaseRetriever):
         k: how many documents to return; ``invoke(query, k=...)`` overrides it per call.
         filters: ctxmem metadata filters, e.g. ``{"session": {"$gte": 3}}``.
         method: ``auto``, ``ctxmem``, ``hybrid``, ``bm25`` or ``dense``.
+        focus: the namespace of the conversation going on, when it is kept apart from the
+            history searched: with a trained model, a follow-up ("and what did she say about
+            it?") is resolved against its latest turns (``ContextMemory.search(focus=...)``).
+            ``None``: the searched namespace's own. ``invoke(query, focus=...)`` overrides it.
 
     Example:
         >>> retriever = CtxMemRetriever(memory=mem, namespace=("user-42",), k=5)  # doctest: +SKIP
@@ -41,6 +46,17 @@ class CtxMemRetriever(BaseRetriever):
     k: int = Field(default=4, ge=0)
     filters: dict[str, Any] | None = None
     method: str = "auto"
+    focus: tuple[str, ...] | None = None
+
+    @field_validator("namespace", mode="before")
+    @classmethod
+    def _namespace(cls, value: Sequence[str] | str) -> tuple[str, ...]:
+        return core_ns.validate(value, allow_empty=True)
+
+    @field_validator("focus", mode="before")
+    @classmethod
+    def _focus(cls, value: Sequence[str] | str | None) -> tuple[str, ...] | None:
+        return None if value is None else core_ns.validate(value)
 
     def _get_relevant_documents(
         self,
@@ -49,6 +65,7 @@ class CtxMemRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         filters: dict[str, Any] | None = None,
+        focus: Sequence[str] | str | None = None,
     ) -> list[Document]:
         hits = self.memory.search(
             query,
@@ -56,6 +73,7 @@ class CtxMemRetriever(BaseRetriever):
             k=self.k if k is None else k,
             filters=self.filters if filters is None else filters,
             method=self.method,
+            focus=self.focus if focus is None else focus,
         )
         return [hit_to_document(h) for h in hits]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,17 @@ def minilm() -> object:
     from ctxmem_plugin.encoder import SentenceEncoder
 
     return SentenceEncoder(device="cpu")
+
+
+@pytest.fixture
+def search_calls(memory: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every call of ``memory.search`` as ``(args, kwargs)``; the search still runs."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    search = memory.search
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "search", recording)
+    return calls

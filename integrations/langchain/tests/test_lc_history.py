@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from ctxmem_plugin.memory import ContextMemory
@@ -52,7 +54,7 @@ async def test_history_async(memory: ContextMemory) -> None:
     assert await history.aget_messages() == []
 
 
-def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory) -> None:
+def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory, search_calls: list[Any]) -> None:
     mem = CtxMemMemory(memory=memory, namespace=("users", "u1", "s1"), search_namespace=("users", "u1"), k=2)
     assert mem.memory_variables == ["history"]
     mem.save_context({"input": "My sister Ana plays the cello"}, {"output": "Lovely!"})
@@ -60,6 +62,8 @@ def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory) 
     history = mem.load_memory_variables({"input": "what instrument does Ana play?"})["history"]
     assert "Human: My sister Ana plays the cello" in history
     assert "bicycle" not in history
+    # The wider prefix is searched, and this conversation is the focus a follow-up refers to.
+    assert search_calls[-1][0][1] == ("users", "u1") and search_calls[-1][1]["focus"] == ("users", "u1", "s1")
     as_messages = mem.model_copy(update={"return_messages": True}).load_memory_variables({"input": "cello"})["history"]
     assert isinstance(as_messages[0], HumanMessage)
     mem.clear()

@@ -158,7 +158,9 @@ def test_no_user_message_no_search(model: RecordingChatModel, memory: ContextMem
     assert model.last_system() == "You are helpful."
 
 
-def test_memory_tools_are_scoped_to_the_user(model: RecordingChatModel, memory: ContextMemory) -> None:
+def test_memory_tools_are_scoped_to_the_user(
+    model: RecordingChatModel, memory: ContextMemory, search_calls: list[Any]
+) -> None:
     model.script = [
         AIMessage(
             content="",
@@ -181,6 +183,9 @@ def test_memory_tools_are_scoped_to_the_user(model: RecordingChatModel, memory: 
     assert "allergic to peanuts" in out["messages"][-2].content  # the tool result
     out = _ask(agent, "Am I allergic to anything?", "bob", "t3")
     assert "peanuts" not in out["messages"][-2].content
+    # The tool searches the user's namespace, with the thread going on as the focus.
+    tool_call = [c for c in search_calls if c[0][0] == "allergic peanuts"][-1]
+    assert tool_call[0][1] == ("users", "bob") and tool_call[1]["focus"] == ("users", "bob", "t3")
 
 
 @pytest.fixture(scope="module")
@@ -200,20 +205,6 @@ def test_real_encoder_recalls_a_paraphrase(real_memory: ContextMemory, tmp_path:
     _ask(agent, "What's the name of my pet?", "alice", "t4")
     system = model.last_system()
     assert "Biscuit" in system and "Whiskers" not in system
-
-
-@pytest.fixture
-def search_calls(memory: ContextMemory, monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """Every call of ``memory.search`` as ``(args, kwargs)``; the search still runs."""
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    search = memory.search
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append((args, kwargs))
-        return search(*args, **kwargs)
-
-    monkeypatch.setattr(memory, "search", recording)
-    return calls
 
 
 def test_tool_rounds_reuse_the_recall_until_memory_changes(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
+from ctxmem_plugin.errors import NamespaceError
 from ctxmem_plugin.memory import ContextMemory
 from langchain_ctxmem import CtxMemEmbeddings, CtxMemRetriever, CtxMemVectorStore, LangChainEncoder
 
@@ -130,3 +132,19 @@ def test_retriever_respects_namespace_and_metadata(memory: ContextMemory) -> Non
     assert doc.id == str(doc.metadata["id"])
     docs = CtxMemRetriever(memory=memory, k=10).invoke("dog", filters={"session": 2})
     assert [d.page_content for d in docs] == ["Bob's dog is Rex"]
+
+
+def test_retriever_passes_the_conversation_going_on_as_the_focus(
+    memory: ContextMemory, search_calls: list[Any]
+) -> None:
+    memory.add([{"role": "user", "content": "I adopted a greyhound called Comet."}], ("users", "alice", "history"))
+    retriever = CtxMemRetriever(memory=memory, namespace="users/alice", focus=("users", "alice", "t2"), k=3)
+    assert retriever.namespace == ("users", "alice")
+    docs = retriever.invoke("what was its name again?")
+    assert [d.page_content for d in docs] == ["I adopted a greyhound called Comet."]
+    assert search_calls[-1][1]["focus"] == ("users", "alice", "t2")
+    retriever.invoke("and its age?", focus=("users", "alice", "t3"))  # a per-call focus wins
+    assert search_calls[-1][1]["focus"] == ("users", "alice", "t3")
+    assert CtxMemRetriever(memory=memory).focus is None
+    with pytest.raises(NamespaceError):
+        CtxMemRetriever(memory=memory, focus=())  # a focus is a conversation, never the root
