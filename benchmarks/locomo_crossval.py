@@ -10,10 +10,11 @@ conversation the model was trained on.
 Each held-out question is also asked as a **follow-up**: the question is said as the only turn
 of a new conversation (the focus), then a query that names nothing is asked, worded as none of
 the training follow-ups (``followups.EVAL_TEMPLATES``: "And what did she say about it?", ...).
-Its evidence is the question's.
+Its evidence is the question's. ``--followup-context answered`` puts the question's gold answer
+after it as the assistant's turn, so the follow-up comes after an answered question.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--out benchmarks/results/crossval.json]"""
+        [--followup-context question|answered] [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ctxmem_plugin.encoder import SentenceEncoder
 from ctxmem_plugin.slots import WRITE_RULES
 from ctxmem_plugin.training import TrainConfig, score_examples, train
 from ctxmem_plugin.training_data import (
+    FOLLOWUP_CONTEXTS,
     FOLLOWUPS_PER_CONVERSATION,
     Dataset,
     gather,
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--followups", type=int, default=FOLLOWUPS_PER_CONVERSATION, help="self-supervised follow-ups per conversation")
     parser.add_argument("--focus-rate", type=float, default=TrainConfig.focus_rate)
     parser.add_argument("--focus-pool", type=int, default=TrainConfig.focus_pool)
+    parser.add_argument("--followup-context", choices=FOLLOWUP_CONTEXTS, default="question",
+                        help="what a benchmark follow-up comes after: the question, or the question and its gold answer")
     args = parser.parse_args()
 
     convs = load_conversations([args.file])
@@ -80,6 +84,7 @@ def main() -> None:
         data = gather(
             convs, SentenceEncoder(device="cpu"), cues_per_conversation=args.cues, followups_per_conversation=args.followups,
             focus_rate=args.focus_rate, focus_pool=args.focus_pool, benchmark_followups=True,
+            followup_context=args.followup_context,
         )
         if args.cache:
             save_dataset(data, Path(args.cache))

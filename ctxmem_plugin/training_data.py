@@ -47,6 +47,7 @@ class Conversation:
     name: str
     turns: list[SourceTurn]
     questions: list[tuple[str, set[int]]] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # the gold answer of each question, if known
 
 
 @dataclass
@@ -112,11 +113,12 @@ def load_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
             for conv in load_locomo(path):
                 pos = {st.turn.metadata.get("dia_id"): i for i, st in enumerate(conv.turns)}
                 qs = [
-                    (q.question, {pos[e] for e in q.evidence if e in pos})
+                    (q.question, {pos[e] for e in q.evidence if e in pos}, q.answer)
                     for q in conv.questions
                     if q.category in (1, 2, 3, 4)
                 ]
-                out.append(Conversation(conv.sample_id, list(conv.turns), [(t, e) for t, e in qs if e]))
+                qs = [q for q in qs if q[1]]
+                out.append(Conversation(conv.sample_id, list(conv.turns), [(t, e) for t, e, _ in qs], [a for _, _, a in qs]))
         else:
             for name, turns in read_log(path).conversations().items():
                 out.append(Conversation(f"{path.name}:{name}", turns))
@@ -154,19 +156,41 @@ def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tup
     return cues
 
 
-def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[tuple[str, str, set[int]]]:
-    """Self-supervised follow-ups ``(context turn, query, positive positions)`` for one conversation."""
-    out: list[tuple[str, str, set[int]]] = []
+FollowUp = tuple[list[Turn], str, set[int]]
+"""``(context turns, query, positive positions)``: the context opens a new conversation."""
+
+FOLLOWUP_CONTEXTS = ("question", "answered")
+"""What a benchmark follow-up comes after: the question alone, or the question and its answer."""
+
+
+def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[FollowUp]:
+    """Self-supervised follow-ups for one conversation: a cue as the one user turn, then a template."""
+    out: list[FollowUp] = []
     for i, turn, words in _wordy_turns(conv, rng):
         if len(out) >= count:
             break
-        out.append((_fragment(turn.speaker_name, words, rng), rng.choice(TRAIN_TEMPLATES), {i}))
+        out.append(([Turn(role="user", content=_fragment(turn.speaker_name, words, rng))], rng.choice(TRAIN_TEMPLATES), {i}))
     return out
 
 
-def eval_followups(conv: Conversation) -> list[tuple[str, str, set[int]]]:
-    """Benchmark follow-ups: each question said as the context turn, then an unseen template."""
-    return [(q, EVAL_TEMPLATES[j % len(EVAL_TEMPLATES)], ev) for j, (q, ev) in enumerate(conv.questions)]
+def eval_followups(conv: Conversation, context: str = "question") -> list[FollowUp]:
+    """Benchmark follow-ups: each question as the user's turn, then an unseen template.
+
+    ``context="answered"`` puts the question's gold answer after it as the assistant's turn, as
+    in a real exchange where the follow-up comes after the answer (the answer often names less
+    than the question: "7 May 2023").
+    """
+    if context not in FOLLOWUP_CONTEXTS:
+        raise ValueError(f"context must be one of {FOLLOWUP_CONTEXTS}, got {context!r}")
+    if context == "answered" and len(conv.answers) != len(conv.questions):
+        raise ValueError(f"{conv.name}: context='answered' needs an answer for every question")
+    out: list[FollowUp] = []
+    for j, (q, ev) in enumerate(conv.questions):
+        turns = [Turn(role="user", content=q)]
+        if context == "answered":
+            turns.append(Turn(role="assistant", content=conv.answers[j]))
+        out.append((turns, EVAL_TEMPLATES[j % len(EVAL_TEMPLATES)], ev))
+    return out
 
 
 def conversation_focus(vectors: np.ndarray, rate: float) -> np.ndarray:
@@ -190,6 +214,7 @@ def gather(
     focus_rate: float = 0.5,
     focus_pool: int = 50,
     benchmark_followups: bool = False,
+    followup_context: str = "question",
     slot_feature_dim: int = 8,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -198,7 +223,8 @@ def gather(
 
     ``focus_rate`` and ``focus_pool`` must be the model's (``TrainConfig``): with a focus,
     each query's candidates include the ``focus_pool`` turns nearest to its focus probe.
-    ``benchmark_followups`` adds a ``followup-eval`` example per question (never trained on).
+    ``benchmark_followups`` adds a ``followup-eval`` example per question (never trained on),
+    said after ``followup_context`` (:func:`eval_followups`).
     """
     from ctxmem_plugin.memory import ContextMemory
 
@@ -227,14 +253,17 @@ def gather(
             follow = make_followups(conv, rng, followups_per_conversation) if focus_rate > 0 else []
             kinds = ["followup"] * len(follow)
             if benchmark_followups and focus_rate > 0:
-                follow += eval_followups(conv)
+                follow += eval_followups(conv, followup_context)
                 kinds += ["followup-eval"] * (len(follow) - len(kinds))
             if follow:
-                # The context turn opens a new conversation: the focus is that turn alone, embedded
-                # as a memory embeds a stored user turn.
-                contexts = encoder.encode([embed_text(Turn(role="user", content=c)) for c, _, _ in follow])
-                for kind, (_, text, ev), cv in zip(kinds, follow, contexts):
-                    queries.append((kind, text, ev, conversation_focus(cv[None, :], focus_rate)))
+                # The context turns open a new conversation: the focus is their trace alone, each
+                # turn embedded as a memory embeds a stored turn.
+                contexts = encoder.encode([embed_text(t) for turns, _, _ in follow for t in turns])
+                start = 0
+                for kind, (turns, text, ev) in zip(kinds, follow):
+                    cv = contexts[start : start + len(turns)]
+                    start += len(turns)
+                    queries.append((kind, text, ev, conversation_focus(cv, focus_rate)))
             qvecs = encoder.encode([q for _, q, _, _ in queries]) if queries else np.zeros((0, dim), np.float32)
             for (kind, text, positives, focus), qv in zip(queries, qvecs):
                 probe = focus_probe(qv, focus) if focus_pool else None

@@ -124,6 +124,36 @@ def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) 
         assert ids[-1] in own and "focus" in own[ids[-1]].signals
 
 
+def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Path) -> None:
+    from test_locomo import _sample, _write
+
+    from ctxmem_plugin.indexing import embed_text
+    from ctxmem_plugin.training_data import conversation_focus, eval_followups
+
+    (conv,) = load_conversations([_write(tmp_path, [_sample()])])
+    assert conv.answers == ["Tofu", "2023"]  # category 5 has no answer and is left out
+    plain, answered = eval_followups(conv), eval_followups(conv, "answered")
+    assert [[t.content for t in turns] for turns, _, _ in plain] == [["What is Ann's cat called?"], ["Which year?"]]
+    assert [[(t.role, t.content) for t in turns] for turns, _, _ in answered] == [
+        [("user", "What is Ann's cat called?"), ("assistant", "Tofu")],
+        [("user", "Which year?"), ("assistant", "2023")],
+    ]
+    assert [(q, ev) for _, q, ev in plain] == [(q, ev) for _, q, ev in answered]
+    with pytest.raises(ValueError, match="context must be one of"):
+        eval_followups(conv, "later")
+    with pytest.raises(ValueError, match="needs an answer"):
+        eval_followups(replace(conv, answers=[]), "answered")
+    # The benchmark example's focus is the trace of both turns, as a memory would write them.
+    encoder = HashEncoder(64, "hash-64")
+    data = gather([conv], encoder, pool=10, cues_per_conversation=2, followups_per_conversation=2,
+                  benchmark_followups=True, followup_context="answered")
+    evals = [e for e in data.examples if e.kind == "followup-eval"]
+    assert len(evals) == 2
+    for e, (turns, _, _) in zip(evals, answered, strict=True):
+        want = conversation_focus(encoder.encode([embed_text(t) for t in turns]), data.focus_rate)
+        assert np.allclose(e.focus, want, atol=1e-6)
+
+
 def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Path) -> None:
     from ctxmem_plugin.formats import read_paths
 
