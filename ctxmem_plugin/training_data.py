@@ -177,8 +177,7 @@ def eval_followups(conv: Conversation, context: str = "question") -> list[Follow
     """Benchmark follow-ups: each question as the user's turn, then an unseen template.
 
     ``context="answered"`` puts the question's gold answer after it as the assistant's turn, as
-    in a real exchange where the follow-up comes after the answer (the answer often names less
-    than the question: "7 May 2023").
+    in an exchange where the user follows up on the assistant's reply.
     """
     if context not in FOLLOWUP_CONTEXTS:
         raise ValueError(f"context must be one of {FOLLOWUP_CONTEXTS}, got {context!r}")
