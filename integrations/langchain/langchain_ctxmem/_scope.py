@@ -15,6 +15,7 @@ from typing import Any
 from langgraph.config import get_config
 
 from ctxmem_plugin import namespaces as core_ns
+from langchain_ctxmem._namespaces import escape_label
 
 
 class MissingScopeError(ValueError):
@@ -71,3 +72,12 @@ def thread_id(runtime: Any, config: Mapping[str, Any] | None = None) -> str | No
         return str(info.thread_id)
     value = configurable(config).get("thread_id")
     return None if value is None else str(value)
+
+
+def thread_namespace(space: core_ns.Namespace, thread: str) -> core_ns.Namespace:
+    """Where a thread's turns live under the user's namespace: one escaped label more.
+
+    The middleware saves a thread there, and the thread is the focus of its recall and of the
+    ``search_memory`` tool: one definition keeps the two the same namespace.
+    """
+    return (*space, escape_label(thread))

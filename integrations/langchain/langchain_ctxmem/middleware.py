@@ -22,8 +22,7 @@ from langgraph.runtime import Runtime
 from ctxmem_plugin.memory import ContextMemory, format_hit
 from ctxmem_plugin.records import Hit
 from langchain_ctxmem._messages import ROLES, message_text, to_turn
-from langchain_ctxmem._namespaces import escape_label
-from langchain_ctxmem._scope import resolve, thread_id
+from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
 from langchain_ctxmem.tools import create_memory_tools
 
 DEFAULT_HEADER = "Relevant memories from earlier conversations with this user (oldest first):"
@@ -100,7 +99,7 @@ class CtxMemMiddleware(AgentMiddleware):
                 return list(cached[1])
         # The thread going on is the focus: a follow-up ("and what did she say about it?")
         # is resolved against its latest turns even though they are not searched themselves.
-        focus = (*space, escape_label(current)) if current else None
+        focus = thread_namespace(space, current) if current else None
         hits = self.memory.search(query, space, k=self.k, filters=filters, focus=focus)
         with self._recalled_lock:
             self._recalled[key] = (generation, hits)
@@ -150,7 +149,7 @@ class CtxMemMiddleware(AgentMiddleware):
             return None
         space = resolve(self.namespace, getattr(runtime, "context", None))
         thread = thread_id(runtime) or NO_THREAD
-        target = (*space, escape_label(thread))
+        target = thread_namespace(space, thread)
         # Message ids are the turn keys: a thread's earlier messages (replayed from the
         # checkpoint) are recognised and not written again.
         fresh = [

@@ -14,8 +14,7 @@ from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool
 
 from ctxmem_plugin.memory import ContextMemory, format_hit
-from langchain_ctxmem._namespaces import escape_label
-from langchain_ctxmem._scope import resolve, thread_id
+from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
 
 SAVED = "saved"
 """Sub-namespace (under the user's) where facts saved by the tool live."""
@@ -47,7 +46,7 @@ def create_memory_tools(
         # The run's thread is the focus, as for the middleware's recall: a query such as "what
         # did I say about it?" is resolved against the thread's latest saved turns.
         current = thread_id(None, runtime.config)
-        hits = memory.search(query, space, k=k, focus=(*space, escape_label(current)) if current else None)
+        hits = memory.search(query, space, k=k, focus=thread_namespace(space, current) if current else None)
         return "\n".join(format_hit(h) for h in hits) or "No memories found."
 
     # The memory is synchronous (SQLite, FAISS, the encoder): the async twins run it in a thread.
