@@ -29,25 +29,21 @@ import torch
 import torch.nn.functional as F
 
 from ctxmem_plugin.encoder import SentenceEncoder, default_model_path
+from ctxmem_plugin.encoder_tuning import evidence_pairs
 from ctxmem_plugin.evaluation import evaluate_locomo
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.training_data import Conversation, load_conversations
+from ctxmem_plugin.training_data import load_conversations
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)
 
 
-def pairs_of(conversations: list[Conversation]) -> list[tuple[str, str]]:
-    """``(question, evidence turn text)`` for every evidence turn, the turn embedded as stored."""
-    out = []
-    for conv in conversations:
-        texts = [embed_text(st.turn) for st in conv.turns]
-        out += [(q, texts[p]) for q, evidence in conv.questions for p in sorted(evidence)]
-    return out
-
-
 def fine_tune(pairs: list[tuple[str, str]], epochs: int, seed: int, out: Path) -> list[float]:
-    """Fine-tune the bundled model with in-batch negatives; save it to ``out``; mean loss per epoch."""
+    """Fine-tune the bundled model with in-batch negatives; save it to ``out``; mean loss per epoch.
+
+    The measurement that led to ``ctxmem_plugin.encoder_tuning``, kept as it was run. The
+    product's version also masks in-batch false negatives (the same turn, or another evidence
+    turn of the same question); its effect is measured by ``locomo_crossval.py --tune-encoder``.
+    """
     from sentence_transformers import SentenceTransformer
 
     torch.manual_seed(seed)
@@ -98,7 +94,7 @@ def main() -> None:
     base = SentenceEncoder(device="cpu")
     rows = []
     for held in folds:
-        pairs = pairs_of([c for c in convs if c.name != held])
+        pairs = evidence_pairs([c for c in convs if c.name != held])
         with tempfile.TemporaryDirectory(prefix="ctxmem-ft-") as tmp:
             t0 = time.perf_counter()
             losses = fine_tune(pairs, args.epochs, args.seed, Path(tmp))

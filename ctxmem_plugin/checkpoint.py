@@ -5,9 +5,12 @@ Weights are stored with safetensors only (never pickle, so loading a model canno
 SHA-256 of the weights file, and the caller's ``"extra"`` dict::
 
     {"model": {"slots": {...}, "scorer": {...}, "encoder": "...", "feature_names": [...],
-               "version": 1},
+               "version": 1, "encoder_dir": null},
      "weights_sha256": "9f2c...",
      "extra": {...}}
+
+A model trained with a fine-tuned encoder keeps it in ``encoder/`` (``"encoder_dir":
+"encoder"``, see :mod:`ctxmem_plugin.tuned_encoder`); loading checks it too.
 
 The hash ties the two files together: a corrupted weights file, or a save interrupted between
 the two file replacements, is reported instead of silently loading mismatched weights.
@@ -32,6 +35,7 @@ from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.model import MODEL_VERSION, CtxMemModel, ModelConfig
 from ctxmem_plugin.scorer import ScorerConfig
 from ctxmem_plugin.slots import SlotConfig
+from ctxmem_plugin.tuned_encoder import encoder_dir_problems
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -98,7 +102,8 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
 
     Raises:
         CheckpointError: listing every problem found (missing files, bad JSON, unknown or missing
-            config fields, a corrupt weights file, missing/unexpected tensors, shape mismatches).
+            config fields, a corrupt weights file, missing/unexpected tensors, shape mismatches,
+            a bundled encoder that is missing, corrupt or not safetensors-only).
     """
     directory = Path(directory)
     _require_directory(directory)
@@ -108,6 +113,8 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
     model = CtxMemModel(config) if config is not None else None
     if model is not None and tensors is not None:
         problems += _compare_state(model.state_dict(), tensors)
+    if config is not None and config.encoder_dir is not None:
+        problems += encoder_dir_problems(directory / config.encoder_dir, config.encoder)
     if problems or model is None or tensors is None:
         raise _error(directory, problems)
     model.load_state_dict(tensors, strict=True)

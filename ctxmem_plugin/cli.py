@@ -242,6 +242,36 @@ def forget(memory_dir: Path, namespace: str, yes: bool) -> None:
     click.echo(f"forgot {count} turns under {namespace}")
 
 
+@main.command()
+@memory_option
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def reembed(memory_dir: Path, model: Path | None, encoder: Path | None, device: str, as_json: bool) -> None:
+    """Re-encode every stored turn with the encoder of --model (or --encoder).
+
+    Run it once to use a memory built with one encoder with a model trained with a tuned one
+    (the model keeps it in MODEL/encoder). One transaction: interrupted, the memory is unchanged.
+    """
+    from tqdm import tqdm
+
+    from ctxmem_plugin.errors import MemoryNotFoundError
+
+    if not (memory_dir / "memory.sqlite3").is_file():
+        raise MemoryNotFoundError(f"no memory at {memory_dir}")
+    if model is None and encoder is None:
+        raise UsageFailure("reembed needs --model or --encoder: the encoder to re-encode with")
+    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    before = memory.store.get_meta("encoder")
+    with tqdm(total=memory.store.count(), unit="turn", desc="reembed", file=sys.stderr, disable=as_json) as bar:
+        count = memory.reembed(progress=bar.update)
+    summary = {"turns": count, "from": before, "encoder": memory.encoder.name}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"re-encoded {count} turns with {memory.encoder.name} (was {before})")
+
+
 def _forget_encoder(memory_dir: Path) -> Any:
     """An encoder stand-in with the memory's own name and width (forget embeds nothing)."""
     from ctxmem_plugin.store import LongTermStore
@@ -295,21 +325,27 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option("--encoder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Local sentence-transformers model dir (default: bundled all-MiniLM-L6-v2).")
+@click.option("--tune-encoder/--frozen-encoder", "tune", default=None,
+              help="Fine-tune the encoder on the logs' labelled questions first and keep it in --out/encoder "
+                   "[default: tune when the logs hold labelled questions].")
+@click.option("--encoder-epochs", default=1, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
 @handle_errors
 def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool,
-          device: str, encoder: Path | None) -> None:
+          device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int) -> None:
     """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
 
     Needs no labels: every log gives self-supervised examples. LoCoMo-format files add their
-    questions and evidence as supervised examples. Writes config.json, model.safetensors and
-    train_log.json to --out after every epoch; --resume continues the same run.
+    questions and evidence as supervised examples, and by default first fine-tune the encoder
+    on them (kept in --out/encoder; memories used with the model must be built with it).
+    Writes config.json, model.safetensors and train_log.json to --out after every epoch;
+    --resume continues the same run.
     """
     import time
 
     from tqdm import tqdm
 
-    from ctxmem_plugin.encoder import load_encoder, resolve_device
-    from ctxmem_plugin.training import TrainConfig, resume_config
+    from ctxmem_plugin.encoder import resolve_device
+    from ctxmem_plugin.training import TrainConfig, init_distributed, resume_config
     from ctxmem_plugin.training import train as run_training
     from ctxmem_plugin.training_data import FOLLOWUPS_PER_CONVERSATION, gather, load_conversations
 
@@ -320,7 +356,9 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
         cfg = resume_config(out, cfg)
     began = time.perf_counter()
     convs = load_conversations(files)
-    enc = load_encoder(encoder, device=resolve_device(device))
+    # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
+    _, _, dev = init_distributed(resolve_device(device))
+    enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, seed, resume)
     followups = FOLLOWUPS_PER_CONVERSATION if cfg.focus_rate > 0 else 0
     queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
     with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
@@ -332,14 +370,61 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
             bar.update(done)
             bar.set_postfix(loss=f"{loss:.4f}")
 
-        model, log = run_training(
-            data, cfg, out, resume=resume, device=resolve_device(device), progress=progress,
-            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs]},
+        _, log = run_training(
+            data, cfg, out, resume=resume, device=dev, progress=progress, encoder_dir=encoder_dir,
+            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning},
         )
+    tuned = f"; encoder tuned on {tuning['encoder_tuning']['pairs']} pairs" if tuning else ""
     click.echo(
-        f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations "
+        f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations{tuned} "
         f"in {time.perf_counter() - began:.0f}s; final loss {log[-1]['loss']:.4f}; wrote {out}"
     )
+
+
+def _training_encoder(
+    convs: list[Any], out: Path, encoder: Path | None, device: str, tune: bool | None, epochs: int, seed: int, resume: bool
+) -> tuple[Any, str | None, dict[str, Any]]:
+    """The encoder to gather with, the model's ``encoder_dir``, and the tuning's log entry.
+
+    A resumed run keeps the encoder it was gathered with: the tuned one in ``out``, if any.
+    """
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from ctxmem_plugin.checkpoint import read_config
+    from ctxmem_plugin.encoder import SentenceEncoder, load_encoder
+    from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs
+    from ctxmem_plugin.tuned_encoder import encoder_dir_problems
+
+    if resume:
+        config, _ = read_config(out)
+        if config.encoder_dir is None:
+            return load_encoder(encoder, device=device), None, {}
+        problems = encoder_dir_problems(out / config.encoder_dir, config.encoder)
+        if problems:
+            raise UsageFailure(f"--resume: the tuned encoder in {out} is unusable: {'; '.join(problems)}")
+        return SentenceEncoder(out / config.encoder_dir, device=device, name=config.encoder), config.encoder_dir, {}
+    base = load_encoder(encoder, device=device)
+    pairs = evidence_pairs(convs)
+    tunable = isinstance(getattr(base, "path", None), Path)  # a local sentence-transformers model
+    if tune and not pairs:
+        raise UsageFailure("--tune-encoder needs labelled questions (LoCoMo-format files); these logs have none")
+    if tune and not tunable:
+        raise UsageFailure("--tune-encoder needs a local sentence-transformers model as the encoder")
+    if not (tune if tune is not None else bool(pairs) and tunable):
+        return base, None, {}
+    cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
+    with tqdm(total=len(pairs) * epochs, unit="pair", desc="encoder", file=sys.stderr) as bar:
+        def progress(done: int, loss: float) -> None:
+            bar.update(done)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        tuned, report = bundle_tuned_encoder(pairs, out, base=base, cfg=cfg, device=device, progress=progress)
+    entry: dict[str, Any] = {"base": base.name, "name": tuned.name, "config": asdict(cfg), "pairs": len(pairs)}
+    if report is not None:
+        entry.update(losses=list(report.losses), seconds=report.seconds)
+    return tuned, "encoder", {"encoder_tuning": entry}
 
 
 @main.command()

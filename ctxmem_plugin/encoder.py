@@ -66,9 +66,14 @@ class SentenceEncoder:
         model: a local sentence-transformers directory; ``None`` = the bundled all-MiniLM-L6-v2.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         batch_size: texts per forward pass when encoding many.
+        name: the name a memory records for it; by default the model's resolved path. A tuned
+            encoder inside a model directory is named after its weights' hash instead, so that
+            moving the directory does not make its memories unreadable.
     """
 
-    def __init__(self, model: str | Path | None = None, *, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | Path | None = None, *, device: str = "auto", batch_size: int = 64, name: str | None = None
+    ) -> None:
         path = default_model_path() if model is None else Path(model)
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise InputError(
@@ -76,7 +81,7 @@ class SentenceEncoder:
                 "(expected modules.json or config.json in it); models are never downloaded"
             )
         self.path = path
-        self.name = DEFAULT_MODEL if model is None else str(path.resolve())
+        self.name = name or (DEFAULT_MODEL if model is None else str(path.resolve()))
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self._model: Any = None

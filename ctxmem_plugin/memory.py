@@ -79,7 +79,8 @@ class ContextMemory:
         path: the memory directory (created if missing, unless ``read_only``).
         model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
         encoder: the embedding model: a local sentence-transformers directory or an encoder
-            object; ``None`` = the encoder the model was trained with, else all-MiniLM-L6-v2.
+            object; ``None`` = the encoder the model was trained with (the tuned one it carries,
+            if any), else all-MiniLM-L6-v2.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         read_only: open for reading only; a missing directory is then an error.
         retrieval: hybrid retrieval settings.
@@ -115,8 +116,13 @@ class ContextMemory:
 
             self.slots = SlotRuntime.load(Path(model), device=device)
             if encoder is None:
-                encoder = self.slots.encoder_hint()
+                encoder = self.slots.encoder_for(device)
         self.encoder = load_encoder(encoder, device=device)
+        if self.slots is not None and self.slots.bundles_encoder and self.encoder.name != self.slots.model.config.encoder:
+            raise ModelMismatchError(
+                f"the model {model} carries its own encoder {self.slots.model.config.encoder!r}; "
+                f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
@@ -178,7 +184,8 @@ class ContextMemory:
         if name != self.encoder.name or int(dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
                 f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
-                f"({self.encoder.dim}-d); open it with the same encoder or re-ingest into a new memory"
+                f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
+                "(ctxmem-plugin reembed, ContextMemory.reembed())"
             )
 
     @property
@@ -342,6 +349,39 @@ class ContextMemory:
             self.store.scrub()
             index.save(self.store.generation)
             return len(ids)
+
+    def reembed(self, *, batch: int = 256, progress: Callable[[int], None] | None = None) -> int:
+        """Re-encode every stored turn with this memory's encoder and make it the memory's encoder.
+
+        For a memory built before a model with its own tuned encoder was trained: open it with
+        that model (or the new encoder) and re-encode it once. All in one transaction, so a
+        crash leaves the old vectors and encoder in place. Slot states are dropped (they are
+        rebuilt from the new vectors on first use) and the vector index is rebuilt.
+
+        Args:
+            batch: turns encoded per step.
+            progress: called with the number of turns encoded after every step.
+
+        Returns:
+            The number of turns re-encoded.
+        """
+        self._writable()
+        with self._guard, self.store.transaction():
+            done = 0
+            for ids, _ in self.store.iter_vectors(batch=batch):
+                rows = self.store.get(ids.tolist())
+                # Only the fields embed_text reads; they were validated when the turn was added.
+                turns = [Turn.model_construct(role=r.role, content=r.content, speaker=r.speaker, metadata=r.metadata) for r in rows]
+                vectors = self.encoder.encode([embed_text(t) for t in turns])  # (n, d)
+                self.store.set_vectors([r.id for r in rows], vectors)
+                done += len(rows)
+                if progress is not None:
+                    progress(len(rows))
+            self.store.drop_slot_states()
+            self.store.set_meta("encoder", self.encoder.name)
+            self.store.set_meta("dim", str(self.encoder.dim))
+        self._index = None  # the commit's new generation makes the saved index stale: rebuilt on use
+        return done
 
     def _writable(self) -> None:
         if self.read_only:

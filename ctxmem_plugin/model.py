@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ctxmem_plugin.scorer import CtxMemScorer, ScorerConfig
 from ctxmem_plugin.slots import SlotConfig, SlotMemory
+from ctxmem_plugin.tuned_encoder import ENCODER_DIR
 
 MODEL_VERSION = 1
 """The newest ``ModelConfig.version`` this code can load."""
@@ -26,6 +27,8 @@ class ModelConfig:
         slots: the slot memory's config.
         scorer: the scorer's config; ``scorer.dim`` must equal ``slots.dim``.
         encoder: the embedding model used in training; embeddings from another one are meaningless.
+        encoder_dir: ``"encoder"`` when the model directory carries its own (fine-tuned) encoder
+            there, named ``encoder``; ``None`` when the encoder lives elsewhere.
         feature_names: the names of the upstream feature columns, in order
             (``len == scorer.num_features``).
         version: format version of the saved model.
@@ -36,12 +39,16 @@ class ModelConfig:
     encoder: str
     feature_names: tuple[str, ...]
     version: int = MODEL_VERSION
+    encoder_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, SlotConfig) or not isinstance(self.scorer, ScorerConfig):
             raise ValueError("slots and scorer must be SlotConfig and ScorerConfig")
         if not isinstance(self.encoder, str) or not self.encoder:
             raise ValueError(f"encoder must be a non-empty string, got {self.encoder!r}")
+        # A fixed name, not a path: a config file must not point the loader anywhere else.
+        if self.encoder_dir not in (None, ENCODER_DIR):
+            raise ValueError(f"encoder_dir must be {ENCODER_DIR!r} or null, got {self.encoder_dir!r}")
         names = self.feature_names
         if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
             raise ValueError(f"feature_names must be a tuple of strings, got {names!r}")
@@ -66,6 +73,7 @@ class ModelConfig:
             "encoder": self.encoder,
             "feature_names": list(self.feature_names),
             "version": self.version,
+            "encoder_dir": self.encoder_dir,
         }
 
     @classmethod

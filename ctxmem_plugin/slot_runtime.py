@@ -20,7 +20,7 @@ import torch
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.checkpoint import load_model, read_config
-from ctxmem_plugin.encoder import DEFAULT_MODEL, resolve_device
+from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, TextEncoder, resolve_device
 from ctxmem_plugin.model import CtxMemModel
 from ctxmem_plugin.retrieval import FEATURE_NAMES, Candidates, RetrievalConfig
 from ctxmem_plugin.store import LongTermStore
@@ -145,10 +145,18 @@ class SlotRuntime:
         """The retrieval settings the model was trained with (its features depend on them)."""
         return replace(base, **self.settings.retrieval) if self.settings.retrieval else base
 
-    def encoder_hint(self) -> str | None:
-        """The encoder the model was trained with: ``None`` for the default, else its directory."""
-        name = self.model.config.encoder
-        return None if name == DEFAULT_MODEL else name
+    @property
+    def bundles_encoder(self) -> bool:
+        """Whether the model directory carries its own (fine-tuned) encoder."""
+        return self.model.config.encoder_dir is not None
+
+    def encoder_for(self, device: str) -> str | TextEncoder | None:
+        """The encoder the model was trained with: its own tuned one (loaded on first use),
+        ``None`` for the default model, else the directory it was trained with."""
+        cfg = self.model.config
+        if cfg.encoder_dir is not None:
+            return SentenceEncoder(self.path / cfg.encoder_dir, device=device, name=cfg.encoder)
+        return None if cfg.encoder == DEFAULT_MODEL else cfg.encoder
 
     def describe(self) -> dict[str, Any]:
         cfg = self.model.config

@@ -152,6 +152,17 @@ class LongTermStore:
             self.db.execute(f"DELETE FROM turns WHERE id IN ({marks})", chunk)
         return found
 
+    def set_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Replace the stored vectors of ``ids`` (``vectors``: (n, d), in the same order)."""
+        self.db.executemany(
+            "UPDATE turns SET vector = ? WHERE id = ?",
+            [(np.asarray(v, dtype=np.float32).tobytes(), int(i)) for i, v in zip(ids, vectors)],
+        )
+
+    def drop_slot_states(self) -> None:
+        """Forget every namespace's slot state (rebuilt from the turns on next use)."""
+        self.db.execute("DELETE FROM slot_states")
+
     def forget(self, prefix: ns.Namespace) -> list[int]:
         """Delete every turn and slot state under ``prefix``; returns the deleted turn ids."""
         low, high = ns.prefix_range(prefix)

@@ -70,8 +70,11 @@ class TrainConfig:
     slot_gate: bool = False  # see ScorerConfig.slot_gate; measured worse on follow-ups (training.md)
 
 
-def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
-    """A fresh model whose scorer starts as the identity on the hybrid score."""
+def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | None = None) -> CtxMemModel:
+    """A fresh model whose scorer starts as the identity on the hybrid score.
+
+    ``encoder_dir`` names the model directory's own tuned encoder, if it carries one.
+    """
     torch.manual_seed(cfg.seed)
     config = ModelConfig(
         slots=SlotConfig(
@@ -84,6 +87,7 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig) -> CtxMemModel:
         ),
         encoder=encoder,
         feature_names=FEATURE_NAMES,
+        encoder_dir=encoder_dir,
     )
     return CtxMemModel(config)
 
@@ -178,7 +182,7 @@ class _LossModule(nn.Module):
         return loss_q + weight_c * loss_c
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
+def init_distributed(device: str) -> tuple[int, int, str]:
     """``(rank, world, device)``; initialises the process group when started by ``torchrun``.
 
     The backend follows the training device, not the machine: NCCL for CUDA tensors, gloo for
@@ -251,6 +255,7 @@ def train(
     device: str = "cpu",
     progress: Callable[[int, float], None] | None = None,
     extra_log: dict[str, Any] | None = None,
+    encoder_dir: str | None = None,
 ) -> tuple[CtxMemModel, list[dict[str, float]]]:
     """Train a model on ``data``; with ``out``, checkpoint there after every epoch.
 
@@ -262,6 +267,9 @@ def train(
         resume: continue from the checkpoint in ``out``.
         device: ``cpu`` or ``cuda``.
         progress: called with ``(examples done, running loss)``.
+        extra_log: more entries for ``train_log.json``.
+        encoder_dir: ``"encoder"`` when ``out`` holds the tuned encoder ``data`` was gathered
+            with (:mod:`ctxmem_plugin.encoder_tuning`); recorded in the model's config.
 
     Returns:
         The model and the per-epoch log.
@@ -274,7 +282,9 @@ def train(
     if not any(e.kind in TRAIN_KINDS for e in data.examples):
         raise InputError("no training examples: the logs hold no turns with enough words and no labelled questions")
     with _deterministic():
-        return _train(data, cfg, out, resume=resume, device=device, progress=progress, extra_log=extra_log)
+        return _train(
+            data, cfg, out, resume=resume, device=device, progress=progress, extra_log=extra_log, encoder_dir=encoder_dir
+        )
 
 
 def _train(
@@ -286,10 +296,11 @@ def _train(
     device: str,
     progress: Callable[[int, float], None] | None,
     extra_log: dict[str, Any] | None,
+    encoder_dir: str | None,
 ) -> tuple[CtxMemModel, list[dict[str, float]]]:
-    rank, world, device = _distributed(device)
+    rank, world, device = init_distributed(device)
     dim = data.conversations[0].vectors.shape[1]
-    model = build_model(dim, data.encoder, cfg)
+    model = build_model(dim, data.encoder, cfg, encoder_dir)
     log: list[dict[str, float]] = []
     start_epoch = 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

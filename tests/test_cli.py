@@ -101,7 +101,7 @@ def test_every_command_has_help_and_a_docs_section_listing_its_options(path: str
     assert path in sections, f"docs/cli.md has no '## `ctxmem-plugin {path}`' section"
     documented = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", sections[path]))
     options = {name for param in command.params if isinstance(param, click.Option)
-               for name in param.opts if name.startswith("--") and name != "--help"}
+               for name in (*param.opts, *param.secondary_opts) if name.startswith("--") and name != "--help"}
     assert options - documented == set(), f"options of '{path}' missing from docs/cli.md"
     assert documented - options - {"--help"} == set(), f"docs/cli.md documents options '{path}' does not have"
     for param in command.params:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -20,7 +16,7 @@ from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.training import TrainConfig, build_model, train
 from ctxmem_plugin.training_data import gather, load_conversations, load_dataset, save_dataset
 
-from conftest import REPO, HashEncoder
+from conftest import REPO, HashEncoder, run_two_ranks
 
 LOGS = REPO / "examples" / "chat_logs"
 TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, num_slots=4, hidden=16, write_chunk=4)
@@ -222,17 +218,8 @@ def test_ddp_two_processes_on_cpu(dataset, tmp_path: Path) -> None:
     data_path = tmp_path / "data.npz"
     save_dataset(dataset, data_path)
     assert len(load_dataset(data_path).examples) == len(dataset.examples)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = DDP_WORKER.format(tests=str(Path(__file__).parent), data=str(data_path))
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True))
-    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    outs = run_two_ranks(script)
     # Gradients are averaged across processes, so both hold identical weights and the same log.
     assert outs[0]["digest"] == outs[1]["digest"]
     assert outs[0]["log"][0]["loss"] == pytest.approx(outs[1]["log"][0]["loss"])

@@ -1,0 +1,74 @@
+"""A tuned encoder kept inside a model directory: its name, and the checks before it is loaded.
+
+A model trained with a fine-tuned encoder (:mod:`ctxmem_plugin.encoder_tuning`) is only
+meaningful with that encoder, so the model directory carries it in ``encoder/``: a
+sentence-transformers directory with ``model.safetensors``, JSON configs and tokenizer files.
+Its name is the base encoder's name plus the hash of its weights (``all-MiniLM-L6-v2+tuned-
+3f9a...``): a memory records it, so a memory built with one tuned encoder is never read with
+another, and moving the model directory changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+ENCODER_DIR = "encoder"
+"""Where a model directory keeps its tuned encoder."""
+
+TUNED_MARK = "+tuned-"
+"""Joins the base encoder's name and the tuned weights' fingerprint."""
+
+WEIGHTS = "model.safetensors"
+# Files through which a sentence-transformers / transformers directory could load pickled data.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of ``model.safetensors`` in ``directory``."""
+    digest = hashlib.sha256()
+    with open(directory / WEIGHTS, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def tuned_name(base_name: str, directory: Path) -> str:
+    """The tuned encoder's name: the base's name, ``+tuned-`` and its weights' fingerprint."""
+    return f"{base_name}{TUNED_MARK}{weights_fingerprint(directory)}"
+
+
+def encoder_dir_problems(directory: Path, name: str) -> list[str]:
+    """Why ``directory`` is not the safe, intact tuned encoder called ``name`` (empty: it is).
+
+    Checked: it holds ``modules.json`` and ``model.safetensors``; no file that loads through
+    pickle; every module class comes from sentence-transformers itself; the weights' hash is
+    the one in ``name``.
+    """
+    label = directory.name
+    if not directory.is_dir():
+        return [f"missing encoder directory {label}/"]
+    problems = [
+        f"{label}/{path.relative_to(directory)}: pickle-based files are never loaded"
+        for path in sorted(directory.rglob("*"))
+        if path.suffix in _PICKLE_SUFFIXES
+    ]
+    try:
+        entries = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+        types = [str(e["type"]) for e in entries]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        problems.append(f"{label}/modules.json unreadable: {exc}")
+        types = []
+    problems += [
+        f"{label}/modules.json: module type {t!r} is not a sentence_transformers class"
+        for t in types
+        if not t.startswith("sentence_transformers.")
+    ]
+    if not (directory / WEIGHTS).is_file():
+        problems.append(f"missing file {label}/{WEIGHTS}")
+    elif TUNED_MARK not in name:
+        problems.append(f"encoder name {name!r} carries no weights fingerprint")
+    elif not name.endswith(TUNED_MARK + weights_fingerprint(directory)):
+        problems.append(f"{label}/{WEIGHTS} does not match the fingerprint in {name!r} (corrupt or replaced)")
+    return problems

@@ -1,0 +1,201 @@
+"""Encoder fine-tuning: the pairs it learns from, what it learns, the directory it writes, the checks on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctxmem_plugin.checkpoint import load_model
+from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
+from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.errors import CheckpointError, InputError
+from ctxmem_plugin.model import ModelConfig
+from ctxmem_plugin.training import TrainConfig, build_model
+from ctxmem_plugin.training_data import load_conversations
+from ctxmem_plugin.tuned_encoder import encoder_dir_problems, tuned_name, weights_fingerprint
+
+from conftest import run_two_ranks
+from test_locomo import _sample, _write
+
+NAMES = ["Alma", "Bruno", "Chidi", "Dana", "Emeka", "Fatou", "Goran", "Hana", "Ivo", "Jun", "Kofi", "Lena"]
+# Questions whose evidence shares no content word with them: the base model only half knows
+# that "where does X keep the bike" is answered by "X: the shed behind the bakery".
+PLACES = ["the shed behind the bakery", "a cellar under the old mill", "my cousin's garage", "the station lockers",
+          "a barn near the river", "the attic at work", "a tent in the garden", "the boat house",
+          "a kiosk by the port", "the school gym", "my aunt's porch", "the church crypt"]
+PAIRS = [(f"Where does {n} keep the bike?", f"{n}: It stays in {p} these days.") for n, p in zip(NAMES, PLACES)]
+
+
+def margin(encoder: SentenceEncoder, pairs: list[tuple[str, str]]) -> float:
+    """Mean of cos(question, its turn) minus the mean cos(question, the other turns)."""
+    q = encoder.encode([a for a, _ in pairs])
+    t = encoder.encode([b for _, b in pairs])
+    sims = q @ t.T  # (n, n)
+    n = len(pairs)
+    return float(np.mean(np.diag(sims)) - (sims.sum() - np.trace(sims)) / (n * n - n))
+
+
+def test_evidence_pairs_are_questions_and_their_turns_as_embedded(tmp_path: Path) -> None:
+    (conv,) = load_conversations([_write(tmp_path, [_sample()])])
+    cat = "Ann: Hi Bo, my cat is Tofu."
+    assert evidence_pairs([conv]) == [
+        ("What is Ann's cat called?", cat),
+        ("Which year?", cat),
+        ("Which year?", "Ann: I painted the fence blue. [image: a blue fence]"),
+        ("Which year?", "Bo: Tell me!"),
+    ]
+
+
+@pytest.mark.slow
+def test_tuning_pulls_questions_towards_their_evidence_and_writes_a_safe_directory(tmp_path: Path, minilm) -> None:
+    cfg = EncoderTuneConfig(epochs=3, lr=1e-4, batch_size=6, seed=3)
+    report = tune_encoder(PAIRS, tmp_path / "enc", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg)
+    tuned = SentenceEncoder(tmp_path / "enc", device="cpu", name=report.name)
+    before, after = margin(minilm, PAIRS), margin(tuned, PAIRS)
+    assert after > before + 0.05, (before, after)
+    assert report.pairs == len(PAIRS) and len(report.losses) == 3 and report.losses[-1] < report.losses[0]
+    assert report.name == tuned_name(DEFAULT_MODEL, tmp_path / "enc") == f"{DEFAULT_MODEL}+tuned-{weights_fingerprint(tmp_path / 'enc')}"
+    files = {p.name for p in (tmp_path / "enc").rglob("*") if p.is_file()}
+    assert "model.safetensors" in files and not {f for f in files if f.endswith((".bin", ".pt", ".pkl"))}
+    assert encoder_dir_problems(tmp_path / "enc", report.name) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["enc"]  # no staging directory left behind
+    # Same seed, same data: the same weights, so the same name.
+    again = tune_encoder(PAIRS, tmp_path / "enc2", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg)
+    assert again.name == report.name
+    with pytest.raises(InputError, match="at least 2"):
+        tune_encoder(PAIRS[:1], tmp_path / "x", base=default_model_path(), base_name=DEFAULT_MODEL)
+
+
+def _fake_encoder_dir(root: Path) -> tuple[Path, str]:
+    enc = root / "encoder"
+    enc.mkdir(parents=True)
+    (enc / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]))
+    (enc / "model.safetensors").write_bytes(b"weights")
+    return enc, tuned_name("base", enc)
+
+
+def test_encoder_dir_problems_name_each_defect(tmp_path: Path) -> None:
+    enc, name = _fake_encoder_dir(tmp_path)
+    assert encoder_dir_problems(enc, name) == []
+    (enc / "model.safetensors").write_bytes(b"other weights")
+    (enc / "pytorch_model.bin").write_bytes(b"pickle")
+    (enc / "modules.json").write_text(json.dumps([{"type": "evil.module.Loader"}]))
+    problems = encoder_dir_problems(enc, name)
+    assert len(problems) == 3, problems
+    assert any("pytorch_model.bin" in p and "pickle" in p for p in problems)
+    assert any("'evil.module.Loader'" in p for p in problems)
+    assert any("does not match the fingerprint" in p for p in problems)
+    assert any("carries no weights fingerprint" in p for p in encoder_dir_problems(enc, "base"))
+    assert encoder_dir_problems(tmp_path / "missing", name) == ["missing encoder directory missing/"]
+
+
+def test_a_model_that_carries_an_encoder_is_checked_on_load(tmp_path: Path) -> None:
+    from ctxmem_plugin.checkpoint import save_model
+
+    enc, name = _fake_encoder_dir(tmp_path / "model")
+    model = build_model(8, name, replace(TrainConfig(), hidden=4), encoder_dir="encoder")
+    save_model(model, tmp_path / "model")
+    assert load_model(tmp_path / "model").config.encoder_dir == "encoder"
+    (enc / "model.safetensors").write_bytes(b"corrupted")
+    with pytest.raises(CheckpointError, match="encoder/model.safetensors does not match the fingerprint"):
+        load_model(tmp_path / "model")
+    shutil.rmtree(enc)
+    with pytest.raises(CheckpointError, match="missing encoder directory encoder/"):
+        load_model(tmp_path / "model")
+
+
+def test_encoder_dir_is_a_fixed_name_not_a_path() -> None:
+    config = build_model(8, "x+tuned-00", replace(TrainConfig(), hidden=4)).config
+    assert config.encoder_dir is None and ModelConfig.from_dict(config.to_dict()) == config
+    data = config.to_dict()
+    data["encoder_dir"] = "../../elsewhere"
+    with pytest.raises(ValueError, match="encoder_dir must be 'encoder'"):
+        ModelConfig.from_dict(data)
+    # A config saved before the field existed loads without it.
+    del data["encoder_dir"]
+    assert ModelConfig.from_dict(data).encoder_dir is None
+
+
+def _cli(*args: str | Path, code: int = 0):
+    from click.testing import CliRunner
+
+    from ctxmem_plugin.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def test_tune_encoder_needs_labelled_logs(tmp_path: Path) -> None:
+    chat = Path(__file__).resolve().parents[1] / "examples" / "chat_logs"
+    result = _cli("train", chat, "--out", tmp_path / "m", "--tune-encoder", code=2)
+    assert "--tune-encoder needs labelled questions" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_train_tunes_the_encoder_and_memories_use_it(tmp_path: Path) -> None:
+    logs = _write(tmp_path, [_sample("conv-a"), _sample("conv-b")])
+    out = tmp_path / "model"
+    result = _cli("train", logs, "--out", out, "--epochs", "1", "--cues", "5")
+    assert "encoder tuned on 8 pairs" in result.stdout
+    config = json.loads((out / "config.json").read_text())["model"]
+    name = config["encoder"]
+    assert config["encoder_dir"] == "encoder" and name == tuned_name(DEFAULT_MODEL, out / "encoder")
+    tuning = json.loads((out / "train_log.json").read_text())["encoder_tuning"]
+    assert (tuning["pairs"], tuning["name"], tuning["base"], len(tuning["losses"])) == (8, name, DEFAULT_MODEL, 1)
+
+    # A memory built with the model is built with its encoder.
+    mem = tmp_path / "mem"
+    _cli("ingest", logs, "--memory", mem, "--model", out)
+    assert json.loads(_cli("stats", "--memory", mem, "--json").stdout)["encoder"] == name
+    hits = json.loads(_cli("query", "What is Ann's cat called?", "--memory", mem, "--model", out, "-k", "3", "--json").stdout)
+    assert any("Tofu" in h["text"] for h in hits) and all("ctxmem" in h["signals"] for h in hits)
+
+    # One built before the model: a clear error, then one reembed.
+    old = tmp_path / "old"
+    _cli("ingest", logs, "--memory", old)
+    refused = _cli("query", "What is Ann's cat called?", "--memory", old, "--model", out, code=2)
+    assert "all-MiniLM-L6-v2" in refused.output and "reembed" in refused.output
+    summary = json.loads(_cli("reembed", "--memory", old, "--model", out, "--json").stdout)
+    assert summary == {"turns": 12, "from": DEFAULT_MODEL, "encoder": name}
+    again = json.loads(_cli("query", "What is Ann's cat called?", "--memory", old, "--model", out, "-k", "3", "--json").stdout)
+    assert [h["text"] for h in again] == [h["text"] for h in hits]
+
+    # Resuming keeps the tuned encoder; --frozen-encoder trains without one.
+    _cli("train", logs, "--out", out, "--epochs", "2", "--cues", "5", "--resume")
+    assert json.loads((out / "config.json").read_text())["model"]["encoder"] == name
+    _cli("train", logs, "--out", tmp_path / "frozen", "--epochs", "1", "--cues", "5", "--frozen-encoder")
+    frozen = json.loads((tmp_path / "frozen" / "config.json").read_text())["model"]
+    assert (frozen["encoder"], frozen["encoder_dir"]) == (DEFAULT_MODEL, None)
+    assert not (tmp_path / "frozen" / "encoder").exists()
+
+
+TUNE_WORKER = r"""
+import json, os, sys
+from pathlib import Path
+import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from ctxmem_plugin.encoder import SentenceEncoder
+from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder
+from ctxmem_plugin.training import init_distributed
+torch.set_num_threads(1)
+init_distributed("cpu")
+pairs = json.loads({pairs!r})
+enc, report = bundle_tuned_encoder(pairs, Path({out!r}), base=SentenceEncoder(device="cpu"), cfg=EncoderTuneConfig(batch_size=4))
+print(json.dumps({{"name": enc.name, "report": report is not None, "vector": enc.encode_query("bike").tolist()}}))
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_zero_tunes_and_every_rank_uses_its_encoder(tmp_path: Path) -> None:
+    script = TUNE_WORKER.format(pairs=json.dumps(PAIRS[:8]), out=str(tmp_path / "model"))
+    outs = run_two_ranks(script)
+    assert [o["report"] for o in outs] == [True, False]
+    assert outs[0]["name"] == outs[1]["name"] == tuned_name(DEFAULT_MODEL, tmp_path / "model" / "encoder")
+    assert outs[0]["vector"] == outs[1]["vector"]
