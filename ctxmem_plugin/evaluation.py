@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,10 @@ class EvalResult:
     questions: int
     methods: dict[str, dict[str, float]]
     by_category: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    encoder: str | None = None  # the encoder that embedded turns and questions
 
     def to_dict(self) -> dict[str, Any]:
-        return {"questions": self.questions, "methods": self.methods, "by_category": self.by_category}
+        return {"questions": self.questions, "methods": self.methods, "by_category": self.by_category, "encoder": self.encoder}
 
 
 def metrics(ranked: Sequence[np.ndarray], questions: Sequence[EvalQuestion], ks: Iterable[int]) -> dict[str, float]:
@@ -197,4 +198,4 @@ def evaluate_locomo(
                 return [runtime.rescore(c, memory.store) for c in cands]
 
         ranked = method_rankings(questions, scorer)
-        return summarise(questions, ranked, ks)
+        return replace(summarise(questions, ranked, ks), encoder=memory.encoder.name)

@@ -27,11 +27,11 @@ class ModelConfig:
         slots: the slot memory's config.
         scorer: the scorer's config; ``scorer.dim`` must equal ``slots.dim``.
         encoder: the embedding model used in training; embeddings from another one are meaningless.
-        encoder_dir: ``"encoder"`` when the model directory carries its own (fine-tuned) encoder
-            there, named ``encoder``; ``None`` when the encoder lives elsewhere.
         feature_names: the names of the upstream feature columns, in order
             (``len == scorer.num_features``).
         version: format version of the saved model.
+        encoder_dir: ``"encoder"`` when the model directory carries its own (fine-tuned) encoder
+            there, named ``encoder``; ``None`` when the encoder lives elsewhere.
     """
 
     slots: SlotConfig

@@ -162,7 +162,7 @@ class SlotRuntime:
         cfg = self.model.config
         return {
             "path": str(self.path), "id": self.model_id, "slots": cfg.slots.num_slots, "dim": cfg.slots.dim,
-            "use_slots": cfg.scorer.use_slots, "pool": self.pool,
+            "use_slots": cfg.scorer.use_slots, "pool": self.pool, "encoder": cfg.encoder,
         }
 
     # -- slot states ------------------------------------------------------------------------

@@ -157,6 +157,9 @@ def test_train_tunes_the_encoder_and_memories_use_it(tmp_path: Path) -> None:
     hits = json.loads(_cli("query", "What is Ann's cat called?", "--memory", mem, "--model", out, "-k", "3", "--json").stdout)
     assert any("Tofu" in h["text"] for h in hits) and all("ctxmem" in h["signals"] for h in hits)
 
+    evaluated = json.loads(_cli("eval", "locomo", logs, "--model", out, "--json").stdout)
+    assert evaluated["encoder"] == name and "ctxmem" in evaluated["methods"]
+
     # One built before the model: a clear error, then one reembed.
     old = tmp_path / "old"
     _cli("ingest", logs, "--memory", old)
