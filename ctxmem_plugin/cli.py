@@ -367,8 +367,8 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
                       progress=bar.update)
     with tqdm(total=len(data.examples) * cfg.epochs, unit="ex", desc="train", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update(done)
-            bar.set_postfix(loss=f"{loss:.4f}")
 
         _, log = run_training(
             data, cfg, out, resume=resume, device=dev, progress=progress, encoder_dir=encoder_dir,
@@ -417,8 +417,8 @@ def _training_encoder(
     cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
     with tqdm(total=len(pairs) * epochs, unit="pair", desc="encoder", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update(done)
-            bar.set_postfix(loss=f"{loss:.4f}")
 
         tuned, report = bundle_tuned_encoder(pairs, out, base=base, cfg=cfg, device=device, progress=progress)
     entry: dict[str, Any] = {"base": base.name, "name": tuned.name, "config": asdict(cfg), "pairs": len(pairs)}
