@@ -374,7 +374,7 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
             data, cfg, out, resume=resume, device=dev, progress=progress, encoder_dir=encoder_dir,
             extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning},
         )
-    tuned = f"; encoder tuned on {tuning['encoder_tuning']['pairs']} pairs" if tuning else ""
+    tuned = f" (encoder tuned on {tuning['encoder_tuning']['pairs']} pairs)" if tuning else ""
     click.echo(
         f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations{tuned} "
         f"in {time.perf_counter() - began:.0f}s; final loss {log[-1]['loss']:.4f}; wrote {out}"
@@ -415,7 +415,8 @@ def _training_encoder(
     if not (tune if tune is not None else bool(pairs) and tunable):
         return base, None, {}
     cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
-    with tqdm(total=len(pairs) * epochs, unit="pair", desc="encoder", file=sys.stderr) as bar:
+    used = len(pairs) - len(pairs) % min(cfg.batch_size, len(pairs))  # a short last batch is left out
+    with tqdm(total=used * epochs, unit="pair", desc="encoder", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update(done)
