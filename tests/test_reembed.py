@@ -74,3 +74,16 @@ def test_an_interrupted_reembed_leaves_the_memory_as_it_was(tmp_path: Path) -> N
         now = mem.vectors(ids)
         assert all(np.array_equal(old[i], now[i]) for i in ids)
         assert [(h.id, h.score) for h in mem.search("Porto", namespace=("u1",))] == hits
+
+
+def test_reembed_command_needs_a_memory_and_an_encoder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ctxmem_plugin.cli import main
+
+    missing = CliRunner().invoke(main, ["reembed", "--memory", str(tmp_path / "none"), "--encoder", str(tmp_path)])
+    assert missing.exit_code == 2 and "no memory at" in missing.output
+    assert not (tmp_path / "none").exists()
+    _build(tmp_path / "mem")
+    bare = CliRunner().invoke(main, ["reembed", "--memory", str(tmp_path / "mem")])
+    assert bare.exit_code == 2 and "needs --model or --encoder" in bare.output
