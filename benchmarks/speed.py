@@ -87,7 +87,9 @@ def time_memory(args: argparse.Namespace, results: dict[str, object]) -> None:
         print(f"add one turn (encode + commit): p50 {results['add_single_turn']['p50_ms']:.1f} ms")
 
     if args.model:
-        with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, encoder=encoder, model=args.model) as mem:
+        # The model's own encoder: the tuned one when the model carries one.
+        with tempfile.TemporaryDirectory() as tmp, ContextMemory(tmp, model=args.model, device="cpu") as mem:
+            mem.encoder.encode(["warm up"])
             turns, secs = time_ingest(mem, convs)
             results["ingest_with_slots"] = {"turns": turns, "seconds": secs, "turns_per_second": turns / secs}
             print(f"ingest with slot updates: {turns / secs:.0f} turns/s")
