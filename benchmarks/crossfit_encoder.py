@@ -78,4 +78,4 @@ for held in folds:
         del row[key]["idx"]
     print(held, json.dumps({k: row[k] for k in ("questions", "follow-ups")}), f"{time.perf_counter() - t0:.0f}s", flush=True)
     out.append(row)
-Path(args.out).write_text(json.dumps({"folds": out}, indent=1))
+    Path(args.out).write_text(json.dumps({"folds": out}, indent=1))  # after every fold: a long run keeps what it did
