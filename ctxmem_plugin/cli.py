@@ -412,7 +412,8 @@ def _training_encoder(
         raise UsageFailure("--tune-encoder needs labelled questions (LoCoMo-format files); these logs have none")
     if tune and not tunable:
         raise UsageFailure("--tune-encoder needs a local sentence-transformers model as the encoder")
-    if not (tune if tune is not None else bool(pairs) and tunable):
+    # By default: tune wherever it can (contrastive tuning needs 2 pairs at least).
+    if not (tune if tune is not None else len(pairs) >= 2 and tunable):
         return base, None, {}
     cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
     used = len(pairs) - len(pairs) % min(cfg.batch_size, len(pairs))  # a short last batch is left out
