@@ -393,9 +393,9 @@ def _training_encoder(
     from tqdm import tqdm
 
     from ctxmem_plugin.checkpoint import read_config
-    from ctxmem_plugin.encoder import SentenceEncoder, load_encoder
+    from ctxmem_plugin.encoder import load_encoder
     from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs
-    from ctxmem_plugin.tuned_encoder import encoder_dir_problems
+    from ctxmem_plugin.tuned_encoder import bundled_encoder, encoder_dir_problems
 
     if resume:
         config, _ = read_config(out)
@@ -404,7 +404,7 @@ def _training_encoder(
         problems = encoder_dir_problems(out / config.encoder_dir, config.encoder)
         if problems:
             raise UsageFailure(f"--resume: the tuned encoder in {out} is unusable: {'; '.join(problems)}")
-        return SentenceEncoder(out / config.encoder_dir, device=device, name=config.encoder), config.encoder_dir, {}
+        return bundled_encoder(out, config.encoder_dir, config.encoder, device), config.encoder_dir, {}
     base = load_encoder(encoder, device=device)
     pairs = evidence_pairs(convs)
     tunable = isinstance(getattr(base, "path", None), Path)  # a local sentence-transformers model

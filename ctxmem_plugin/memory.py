@@ -368,8 +368,9 @@ class ContextMemory:
         self._writable()
         with self._guard, self.store.transaction():
             done = 0
-            for ids, _ in self.store.iter_vectors(batch=batch):
-                rows = self.store.get(ids.tolist())
+            all_ids = self.store.all_ids().tolist()  # ids only: the old vectors are not read
+            for start in range(0, len(all_ids), batch):
+                rows = self.store.get(all_ids[start : start + batch])
                 # Only the fields embed_text reads; they were validated when the turn was added.
                 turns = [Turn.model_construct(role=r.role, content=r.content, speaker=r.speaker, metadata=r.metadata) for r in rows]
                 vectors = self.encoder.encode([embed_text(t) for t in turns])  # (n, d)

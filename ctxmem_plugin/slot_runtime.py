@@ -20,10 +20,11 @@ import torch
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.checkpoint import load_model, read_config
-from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, TextEncoder, resolve_device
+from ctxmem_plugin.encoder import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.model import CtxMemModel
 from ctxmem_plugin.retrieval import FEATURE_NAMES, Candidates, RetrievalConfig
 from ctxmem_plugin.store import LongTermStore
+from ctxmem_plugin.tuned_encoder import bundled_encoder
 
 TURN_FEATURES = 4
 """Per-turn inputs of a slot write besides the embedding: user?, assistant?, image?, length."""
@@ -155,7 +156,7 @@ class SlotRuntime:
         ``None`` for the default model, else the directory it was trained with."""
         cfg = self.model.config
         if cfg.encoder_dir is not None:
-            return SentenceEncoder(self.path / cfg.encoder_dir, device=device, name=cfg.encoder)
+            return bundled_encoder(self.path, cfg.encoder_dir, cfg.encoder, device)
         return None if cfg.encoder == DEFAULT_MODEL else cfg.encoder
 
     def describe(self) -> dict[str, Any]:

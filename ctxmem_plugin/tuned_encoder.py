@@ -14,6 +14,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from ctxmem_plugin.encoder import SentenceEncoder
+
 ENCODER_DIR = "encoder"
 """Where a model directory keeps its tuned encoder."""
 
@@ -72,3 +74,8 @@ def encoder_dir_problems(directory: Path, name: str) -> list[str]:
     elif not name.endswith(TUNED_MARK + weights_fingerprint(directory)):
         problems.append(f"{label}/{WEIGHTS} does not match the fingerprint in {name!r} (corrupt or replaced)")
     return problems
+
+
+def bundled_encoder(model_dir: Path, encoder_dir: str, name: str, device: str) -> SentenceEncoder:
+    """The tuned encoder a model directory carries, under its recorded name (loaded on first use)."""
+    return SentenceEncoder(Path(model_dir) / encoder_dir, device=device, name=name)
