@@ -3,8 +3,10 @@
 Per held-out conversation: the 6 training conversations are split in two halves A and B;
 encoder_A is tuned on A, encoder_B on B, encoder_full on all 6. A's candidates are gathered with
 encoder_B, B's with encoder_A (never an encoder tuned on their own questions); the held-out
-conversation with encoder_full, as in the product. Compare with crossval_tuned_encoder.json.
-The product does not cross-fit; this measures whether it should.
+conversation with encoder_full, as in the product. Compare with
+crossval_tuned_encoder_inbatch.json. The product does not cross-fit; this measures whether it
+should. The encoders are tuned as they were when it was measured: batches drawn across
+conversations, no hard negatives (``TUNING``).
 
     python benchmarks/crossfit_encoder.py conv-26,conv-42,conv-44 [--out FILE.json]
 
@@ -20,9 +22,11 @@ import torch
 from locomo_crossval import KS, REPO, ranks, recall
 
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import evidence_pairs, tune_encoder
+from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
 from ctxmem_plugin.training import TrainConfig, score_examples, train
 from ctxmem_plugin.training_data import Dataset, gather, load_conversations
+
+TUNING = EncoderTuneConfig(by_conversation=False, hard_negative_pool=0)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("folds", help="comma-separated sample ids to hold out")
@@ -56,7 +60,7 @@ for held in folds:
     with tempfile.TemporaryDirectory() as tmp:
         encs = {}
         for key, group in (("A", a), ("B", b), ("full", train_c)):
-            r = tune_encoder(evidence_pairs(group), Path(tmp) / key, base=default_model_path(), base_name=DEFAULT_MODEL)
+            r = tune_encoder(evidence_pairs(group), Path(tmp) / key, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=TUNING)
             encs[key] = SentenceEncoder(Path(tmp) / key, device="cpu", name=r.name)
         data = merge([collect(a, encs["B"]), collect(b, encs["A"]), collect([c for c in convs if c.name == held], encs["full"])])
     held_idx = len(train_c)

@@ -94,7 +94,7 @@ def main() -> None:
     base = SentenceEncoder(device="cpu")
     rows = []
     for held in folds:
-        pairs = evidence_pairs([c for c in convs if c.name != held])
+        pairs = [(p.question, p.turn) for p in evidence_pairs([c for c in convs if c.name != held])]
         with tempfile.TemporaryDirectory(prefix="ctxmem-ft-") as tmp:
             t0 = time.perf_counter()
             losses = fine_tune(pairs, args.epochs, args.seed, Path(tmp))

@@ -35,6 +35,7 @@ import numpy as np
 
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
 from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.retrieval import FEATURE_NAMES
 from ctxmem_plugin.slots import WRITE_RULES
 from ctxmem_plugin.training import TrainConfig, score_examples, train
 from ctxmem_plugin.training_data import (
@@ -49,6 +50,7 @@ from ctxmem_plugin.training_data import (
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)
+DENSE = FEATURE_NAMES.index("dense")  # the candidate's cosine to the query, a feature column
 
 
 def recall(ranked_positions: list[np.ndarray], gold: list[set[int]], k: int) -> float:
@@ -85,10 +87,15 @@ def main() -> None:
     parser.add_argument("--tune-encoder", action="store_true",
                         help="fine-tune the encoder on each fold's training conversations first")
     parser.add_argument("--encoder-epochs", type=int, default=EncoderTuneConfig.epochs)
+    parser.add_argument("--encoder-negatives", type=int, default=EncoderTuneConfig.hard_negative_pool,
+                        help="hard negative drawn from each question's top-N non-evidence turns (0: none)")
+    parser.add_argument("--encoder-mixed-batches", action="store_true",
+                        help="draw tuning batches across conversations instead of from one conversation")
     args = parser.parse_args()
     if args.tune_encoder and args.cache:
         parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder")
 
+    config = {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name, "out": Path(args.out).name}
     convs = load_conversations([args.file])
 
     def collect(encoder: SentenceEncoder) -> Dataset:
@@ -119,13 +126,18 @@ def main() -> None:
         tuning: dict[str, object] = {}
         if args.tune_encoder:
             # The held-out conversation's pairs never reach the encoder.
-            pairs = evidence_pairs([c for c in convs if c.name in train_names])
+            tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
+                                         by_conversation=not args.encoder_mixed_batches)
+            t0 = time.perf_counter()
+            pairs = evidence_pairs([c for c in convs if c.name in train_names], miner=SentenceEncoder(device="cpu"),
+                                   pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed)
+            mine_s = time.perf_counter() - t0
             with tempfile.TemporaryDirectory(prefix="ctxmem-cv-encoder-") as tmp:
-                report = tune_encoder(pairs, Path(tmp) / "encoder", base=default_model_path(), base_name=DEFAULT_MODEL,
-                                      cfg=EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed))
+                report = tune_encoder(pairs, Path(tmp) / "encoder", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg)
                 t0 = time.perf_counter()
                 data = collect(SentenceEncoder(Path(tmp) / "encoder", device="cpu", name=report.name))
-            tuning = {"pairs": report.pairs, "losses": list(report.losses), "tune_seconds": report.seconds,
+            tuning = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),
+                      "mine_seconds": mine_s, "tune_seconds": report.seconds,
                       "gather_seconds": time.perf_counter() - t0}
             print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s, "
                   f"gathered in {tuning['gather_seconds']:.0f}s", flush=True)
@@ -148,6 +160,8 @@ def main() -> None:
             part["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
             base = [sub.examples[i].features[:, 0] for i in idx[kind]]
             part["hybrid"] = {f"recall@{k}": recall(ranks(sub, idx[kind], base), full_gold, k) for k in KS}
+            cosine = [sub.examples[i].features[:, DENSE] for i in idx[kind]]
+            part["dense"] = {f"recall@{k}": recall(ranks(sub, idx[kind], cosine), full_gold, k) for k in KS}
             row[key] = part
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
             if name not in methods:
@@ -166,6 +180,9 @@ def main() -> None:
                 row[key][name] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
             row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / cfg.epochs, "final_loss": log[-1]["loss"]}
         rows.append(row)
+        # Written after every fold, so that an interrupted run keeps what it measured.
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"config": config, "folds": rows, "complete": False}, indent=1))
         for key in kinds.values():
             if key not in row:
                 continue
@@ -184,14 +201,15 @@ def main() -> None:
             continue
         print(f"\n{key}: mean over folds (std)")
         print(f"{'method':<10}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
-        for method in ("hybrid", *methods):
+        for method in ("dense", "hybrid", *methods):
+            if any(method not in r[key] for r in have):  # type: ignore[operator]
+                continue
             for k in KS:
                 vals = [r[key][method][f"recall@{k}"] for r in have]  # type: ignore[index]
                 summary[f"{key} {method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
             print(f"{method:<10}" + "".join(
                 f"{summary[f'{key} {method} recall@{k}']['mean']:>9.3f} ±{summary[f'{key} {method} recall@{k}']['std']:.3f}" for k in KS))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"config": {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name, "out": Path(args.out).name}, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe() if data is not None else None}, indent=1))
+    Path(args.out).write_text(json.dumps({"config": config, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe() if data is not None else None}, indent=1))
 
 
 if __name__ == "__main__":

@@ -394,7 +394,7 @@ def _training_encoder(
 
     from ctxmem_plugin.checkpoint import read_config
     from ctxmem_plugin.encoder import load_encoder
-    from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs
+    from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs, pairs_per_epoch
     from ctxmem_plugin.tuned_encoder import bundled_encoder, encoder_dir_problems
 
     if resume:
@@ -416,16 +416,17 @@ def _training_encoder(
     if not (tune if tune is not None else len(pairs) >= 2 and tunable):
         return base, None, {}
     cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
-    used = len(pairs) - len(pairs) % min(cfg.batch_size, len(pairs))  # a short last batch is left out
-    with tqdm(total=used * epochs, unit="pair", desc="encoder", file=sys.stderr) as bar:
+    # Mining the hard negatives (one pass of the base encoder over the turns) comes first.
+    with tqdm(total=pairs_per_epoch(pairs, cfg) * epochs, unit="pair", desc="encoder (mining negatives)", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
+            bar.set_description("encoder", refresh=False)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update(done)
 
-        tuned, report = bundle_tuned_encoder(pairs, out, base=base, cfg=cfg, device=device, progress=progress)
+        tuned, report = bundle_tuned_encoder(convs, out, base=base, cfg=cfg, device=device, progress=progress)
     entry: dict[str, Any] = {"base": base.name, "name": tuned.name, "config": asdict(cfg), "pairs": len(pairs)}
     if report is not None:
-        entry.update(losses=list(report.losses), seconds=report.seconds)
+        entry.update(losses=list(report.losses), seconds=report.seconds, hard_negatives=report.negatives)
     return tuned, "encoder", {"encoder_tuning": entry}
 
 

@@ -5,6 +5,12 @@ encoder caps both the candidate pool and the dense signal. Where the training lo
 evidence labels (LoCoMo-format files), :func:`tune_encoder` fine-tunes the encoder with a
 contrastive loss: each question must pick its evidence turn among the batch's turns.
 
+The negatives have to be as hard as the ones search meets. Search ranks the turns of one
+conversation, where every turn shares the speakers' names and topics; a batch drawn across
+conversations mostly teaches which conversation a question belongs to. So a batch is drawn
+from one conversation, and each question also brings a *hard negative*: one of the turns of its
+own conversation that the base encoder ranks highest without being evidence.
+
 The tuned encoder is written as a sentence-transformers directory (``model.safetensors``,
 JSON configs, tokenizer files; never pickle) inside the model directory, and its name carries
 the hash of its weights, so a memory built with it can never be read with another encoder
@@ -22,7 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctxmem_plugin.encoder import SentenceEncoder
+import numpy as np
+
+from ctxmem_plugin.encoder import SentenceEncoder, TextEncoder
 from ctxmem_plugin.errors import InputError
 from ctxmem_plugin.indexing import embed_text
 from ctxmem_plugin.training_data import Conversation
@@ -33,8 +41,10 @@ from ctxmem_plugin.tuned_encoder import ENCODER_DIR, tuned_name
 class EncoderTuneConfig:
     """Hyper-parameters of encoder fine-tuning (saved in ``train_log.json``).
 
-    One epoch at ``lr=2e-5`` raised dense R@10 on held-out LoCoMo conversations from 0.469 to
-    0.676 (``benchmarks/encoder_finetune.py``); more is untested.
+    Dense R@10 on two held-out LoCoMo conversations (conv-26, conv-44) after one epoch on the
+    other six: 0.690 / 0.582 with batches drawn across conversations, 0.697 / 0.637 with
+    batches drawn from one conversation, 0.792 / 0.712 with those and hard negatives
+    (docs/training.md). More epochs are untested.
     """
 
     epochs: int = 1
@@ -42,6 +52,36 @@ class EncoderTuneConfig:
     batch_size: int = 32
     scale: float = 20.0  # inverse temperature of the in-batch softmax over cosine similarities
     seed: int = 0
+    by_conversation: bool = True  # draw each batch from one conversation (leftovers pooled)
+    hard_negative_pool: int = 10  # a question's hard negative is one of its top-N non-evidence turns; 0: none
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        pool = self.hard_negative_pool
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+            raise ValueError(f"hard_negative_pool must be an int >= 0, got {pool!r}")
+
+
+@dataclass(frozen=True)
+class TunePair:
+    """One evidence turn of one labelled question, as tuning sees it.
+
+    Attributes:
+        question: the question as a search encodes it.
+        turn: the evidence turn's text as a memory embeds it (:func:`embed_text`).
+        group: the conversation it comes from (batches are drawn from one group).
+        evidence: the texts of all the question's evidence turns: never a negative for it.
+        negative: a hard negative, a non-evidence turn of the same conversation, if mined.
+    """
+
+    question: str
+    turn: str
+    group: int = 0
+    evidence: frozenset[str] = frozenset()
+    negative: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,23 +92,90 @@ class TuneReport:
     pairs: int
     losses: tuple[float, ...]
     seconds: float
+    negatives: int = 0  # pairs that brought a hard negative
 
 
-def evidence_pairs(conversations: Sequence[Conversation]) -> list[tuple[str, str]]:
-    """``(question, evidence turn)`` for every evidence turn of every labelled question.
+def evidence_pairs(
+    conversations: Sequence[Conversation], *, miner: TextEncoder | None = None, pool: int = 10, seed: int = 0
+) -> list[TunePair]:
+    """A :class:`TunePair` for every evidence turn of every labelled question.
 
     The turn is the text its stored vector is computed from (:func:`embed_text`), the question
-    the text a search encodes.
+    the text a search encodes. With a ``miner`` (the encoder tuning starts from), each question
+    gets one hard negative, drawn at random (seeded) among the ``pool`` turns of its
+    conversation that the miner ranks highest for it without being evidence. The very top ones
+    are not taken every time: evidence labels are incomplete, and the best-ranked non-evidence
+    turn is the likeliest to be an unlabelled answer.
     """
+    rng = random.Random(seed)
     pairs = []
-    for conv in conversations:
+    for group, conv in enumerate(conversations):
         texts = [embed_text(st.turn) for st in conv.turns]
-        pairs += [(q, texts[p]) for q, evidence in conv.questions for p in sorted(evidence)]
+        sims = None
+        if miner is not None and pool > 0 and conv.questions:
+            sims = miner.encode([q for q, _ in conv.questions]) @ miner.encode(texts).T  # (questions, turns)
+        for j, (q, evidence) in enumerate(conv.questions):
+            gold = frozenset(texts[p] for p in evidence)
+            negative = None
+            if sims is not None:
+                ranked = (int(i) for i in np.argsort(-sims[j], kind="stable"))
+                top = [texts[i] for i in ranked if texts[i] not in gold][:pool]
+                negative = rng.choice(top) if top else None
+            pairs += [TunePair(q, texts[p], group, gold, negative) for p in sorted(evidence)]
     return pairs
 
 
+def tuning_batches(pairs: Sequence[TunePair], cfg: EncoderTuneConfig, rng: random.Random) -> list[list[TunePair]]:
+    """One epoch's batches: full batches from one conversation, then its leftovers pooled.
+
+    A short last batch is left out: it would have too few negatives.
+    """
+    size = min(cfg.batch_size, len(pairs))
+    if not cfg.by_conversation:
+        order = list(pairs)
+        rng.shuffle(order)
+        return [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+    groups: dict[int, list[TunePair]] = {}
+    for p in pairs:
+        groups.setdefault(p.group, []).append(p)
+    batches, rest = [], []
+    for g in sorted(groups):
+        members = groups[g]
+        rng.shuffle(members)
+        full = len(members) - len(members) % size
+        batches += [members[i : i + size] for i in range(0, full, size)]
+        rest += members[full:]
+    rng.shuffle(rest)
+    batches += [rest[i : i + size] for i in range(0, len(rest) - size + 1, size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pairs_per_epoch(pairs: Sequence[TunePair], cfg: EncoderTuneConfig) -> int:
+    """How many pairs an epoch of :func:`tuning_batches` uses (the rest fall in a short batch)."""
+    return sum(len(b) for b in tuning_batches(pairs, cfg, random.Random(0)))
+
+
+def batch_columns(batch: Sequence[TunePair]) -> list[str]:
+    """The turns a batch's questions choose among: the batch's evidence turns, then its hard negatives."""
+    return [p.turn for p in batch] + [p.negative for p in batch if p.negative is not None]
+
+
+def false_negatives(batch: Sequence[TunePair], columns: Sequence[str]) -> np.ndarray:
+    """``(b, c)`` bool: columns to mask out of each row's softmax.
+
+    Row ``i``'s positive is column ``i``. Any other column that is evidence of row ``i``'s
+    question (the same turn under another question, another evidence turn of a multi-turn
+    answer, a hard negative mined for another question) would teach it to push away a right
+    answer, so it is not counted as a negative.
+    """
+    false = np.array([[text in p.evidence or text == p.turn for text in columns] for p in batch], dtype=bool)
+    false[np.arange(len(batch)), np.arange(len(batch))] = False
+    return false
+
+
 def tune_encoder(
-    pairs: Sequence[tuple[str, str]],
+    pairs: Sequence[TunePair],
     out: Path,
     *,
     base: Path,
@@ -79,13 +186,13 @@ def tune_encoder(
 ) -> TuneReport:
     """Fine-tune the sentence-transformers model in ``base`` and save it as ``out``.
 
-    In-batch negatives: each question's positive is its own evidence turn, the batch's other
-    turns are its negatives, except turns that are evidence of the same question or the very
-    same turn (those would be false negatives). ``out`` appears whole or not at all: the model
-    is saved beside it and moved into place.
+    In-batch negatives: each question's positive is its own evidence turn; the batch's other
+    turns and every hard negative in the batch are its negatives, except those that are
+    evidence of the same question (false negatives). ``out`` appears whole or not at all: the
+    model is saved beside it and moved into place.
 
     Args:
-        pairs: ``(question, evidence turn text)`` (:func:`evidence_pairs`).
+        pairs: from :func:`evidence_pairs`.
         out: the directory to write; replaced if it exists.
         base: the local sentence-transformers directory to start from.
         base_name: the base encoder's name, the prefix of the tuned one's.
@@ -94,7 +201,8 @@ def tune_encoder(
         progress: called with ``(pairs done, running mean loss)`` after every step.
 
     Returns:
-        The tuned encoder's name, the pairs used, the mean loss of each epoch and the time.
+        The tuned encoder's name, the pairs used, the mean loss of each epoch, the time and
+        how many pairs had a hard negative.
     """
     import torch
     import torch.nn.functional as F
@@ -111,21 +219,16 @@ def tune_encoder(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     # sentence-transformers 5 renamed tokenize() to preprocess(); either gives the model inputs.
     prepare = getattr(model, "preprocess", None) or model.tokenize
-    size = min(cfg.batch_size, len(pairs))
     losses = []
     for _ in range(cfg.epochs):
-        order = list(pairs)
-        rng.shuffle(order)
         model.train()
         total, seen = 0.0, 0
-        for i in range(0, len(order) - size + 1, size):  # a short last batch has too few negatives
-            batch = order[i : i + size]
-            questions, turns = [q for q, _ in batch], [t for _, t in batch]
-            q = F.normalize(model(_on(prepare(questions), device))["sentence_embedding"], dim=-1)  # (b, d)
-            t = F.normalize(model(_on(prepare(turns), device))["sentence_embedding"], dim=-1)  # (b, d)
-            same = torch.tensor([[qa == qb or ta == tb for qb, tb in batch] for qa, ta in batch], device=q.device)
-            same.fill_diagonal_(False)
-            logits = (q @ t.T * cfg.scale).masked_fill(same, float("-inf"))  # (b, b)
+        for batch in tuning_batches(pairs, cfg, rng):
+            columns = batch_columns(batch)
+            q = F.normalize(model(_on(prepare([p.question for p in batch]), device))["sentence_embedding"], dim=-1)  # (b, d)
+            t = F.normalize(model(_on(prepare(columns), device))["sentence_embedding"], dim=-1)  # (c, d)
+            false = torch.from_numpy(false_negatives(batch, columns)).to(q.device)
+            logits = (q @ t.T * cfg.scale).masked_fill(false, float("-inf"))  # (b, c)
             loss = F.cross_entropy(logits, torch.arange(len(batch), device=q.device))
             optimizer.zero_grad()
             loss.backward()
@@ -146,7 +249,8 @@ def tune_encoder(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return TuneReport(tuned_name(base_name, out), len(pairs), tuple(losses), time.perf_counter() - began)
+    negatives = sum(p.negative is not None for p in pairs)
+    return TuneReport(tuned_name(base_name, out), len(pairs), tuple(losses), time.perf_counter() - began, negatives)
 
 
 def _on(features: dict, device: str) -> dict:
@@ -155,7 +259,7 @@ def _on(features: dict, device: str) -> dict:
 
 
 def bundle_tuned_encoder(
-    pairs: Sequence[tuple[str, str]],
+    conversations: Sequence[Conversation],
     model_dir: Path,
     *,
     base: SentenceEncoder,
@@ -163,10 +267,11 @@ def bundle_tuned_encoder(
     device: str = "cpu",
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[SentenceEncoder, TuneReport | None]:
-    """Tune ``base`` into ``model_dir/encoder`` and return the tuned encoder to gather with.
+    """Tune ``base`` on the conversations' evidence into ``model_dir/encoder``; return it.
 
-    Under ``torchrun`` (an initialised process group) rank 0 tunes and the other ranks wait for
-    it, then all of them use the very same tuned encoder; they get ``None`` as the report.
+    ``base`` also mines the hard negatives (``cfg.hard_negative_pool``). Under ``torchrun``
+    (an initialised process group) rank 0 mines and tunes while the other ranks wait for it,
+    then all of them use the very same tuned encoder; they get ``None`` as the report.
     """
     import torch.distributed as dist
 
@@ -175,6 +280,7 @@ def bundle_tuned_encoder(
     target = Path(model_dir) / ENCODER_DIR
     report = None
     if rank == 0:
+        pairs = evidence_pairs(conversations, miner=base, pool=cfg.hard_negative_pool, seed=cfg.seed)
         report = tune_encoder(pairs, target, base=base.path, base_name=base.name, cfg=cfg, device=device, progress=progress)
     if distributed:
         dist.barrier()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +14,18 @@ import pytest
 
 from ctxmem_plugin.checkpoint import load_model
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.encoder_tuning import (
+    EncoderTuneConfig,
+    TunePair,
+    batch_columns,
+    evidence_pairs,
+    false_negatives,
+    pairs_per_epoch,
+    tune_encoder,
+    tuning_batches,
+)
 from ctxmem_plugin.errors import CheckpointError, InputError
+from ctxmem_plugin.indexing import embed_text
 from ctxmem_plugin.model import ModelConfig
 from ctxmem_plugin.training import TrainConfig, build_model
 from ctxmem_plugin.training_data import load_conversations
@@ -28,13 +40,13 @@ NAMES = ["Alma", "Bruno", "Chidi", "Dana", "Emeka", "Fatou", "Goran", "Hana", "I
 PLACES = ["the shed behind the bakery", "a cellar under the old mill", "my cousin's garage", "the station lockers",
           "a barn near the river", "the attic at work", "a tent in the garden", "the boat house",
           "a kiosk by the port", "the school gym", "my aunt's porch", "the church crypt"]
-PAIRS = [(f"Where does {n} keep the bike?", f"{n}: It stays in {p} these days.") for n, p in zip(NAMES, PLACES)]
+PAIRS = [TunePair(f"Where does {n} keep the bike?", f"{n}: It stays in {p} these days.") for n, p in zip(NAMES, PLACES)]
 
 
-def margin(encoder: SentenceEncoder, pairs: list[tuple[str, str]]) -> float:
+def margin(encoder: SentenceEncoder, pairs: list[TunePair]) -> float:
     """Mean of cos(question, its turn) minus the mean cos(question, the other turns)."""
-    q = encoder.encode([a for a, _ in pairs])
-    t = encoder.encode([b for _, b in pairs])
+    q = encoder.encode([p.question for p in pairs])
+    t = encoder.encode([p.turn for p in pairs])
     sims = q @ t.T  # (n, n)
     n = len(pairs)
     return float(np.mean(np.diag(sims)) - (sims.sum() - np.trace(sims)) / (n * n - n))
@@ -42,13 +54,82 @@ def margin(encoder: SentenceEncoder, pairs: list[tuple[str, str]]) -> float:
 
 def test_evidence_pairs_are_questions_and_their_turns_as_embedded(tmp_path: Path) -> None:
     (conv,) = load_conversations([_write(tmp_path, [_sample()])])
-    cat = "Ann: Hi Bo, my cat is Tofu."
+    cat, fence, tell = "Ann: Hi Bo, my cat is Tofu.", "Ann: I painted the fence blue. [image: a blue fence]", "Bo: Tell me!"
+    both = frozenset({cat, fence, tell})
     assert evidence_pairs([conv]) == [
-        ("What is Ann's cat called?", cat),
-        ("Which year?", cat),
-        ("Which year?", "Ann: I painted the fence blue. [image: a blue fence]"),
-        ("Which year?", "Bo: Tell me!"),
+        TunePair("What is Ann's cat called?", cat, 0, frozenset({cat})),
+        TunePair("Which year?", cat, 0, both),
+        TunePair("Which year?", fence, 0, both),
+        TunePair("Which year?", tell, 0, both),
     ]
+
+
+class WordsEncoder:
+    """A stand-in miner: bag of words, so which turns rank highest is known."""
+
+    name, dim = "words", 64
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            for w in re.findall(r"[a-z]+", text.lower()):
+                out[i, self.vocab.setdefault(w, len(self.vocab))] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
+
+def test_hard_negatives_are_the_miners_best_non_evidence_turns_of_the_same_conversation(tmp_path: Path) -> None:
+    convs = load_conversations([_write(tmp_path, [_sample("conv-a"), _sample("conv-b")])])
+    texts = [[embed_text(st.turn) for st in c.turns] for c in convs]
+    # pool=1: the best-ranked turn that is not evidence. For the cat question that is "Bo: Hi
+    # Ann!": it shares "ann" with the question and is the shortest such turn (cosine).
+    top = evidence_pairs(convs, miner=WordsEncoder(), pool=1)
+    assert [p.negative for p in top if p.question.startswith("What is")] == ["Bo: Hi Ann!", "Bo: Hi Ann!"]
+    wide = evidence_pairs(convs, miner=WordsEncoder(), pool=10, seed=5)
+    assert [p.group for p in wide] == [0] * 4 + [1] * 4
+    for p in wide:
+        assert p.negative is not None and p.negative not in p.evidence and p.negative in texts[p.group]
+    # One negative per question, shared by its evidence turns; seeded.
+    assert len({p.negative for p in wide if p.group == 0 and p.question == "Which year?"}) == 1
+    assert evidence_pairs(convs, miner=WordsEncoder(), pool=10, seed=5) == wide
+    assert all(p.negative is None for p in evidence_pairs(convs, miner=WordsEncoder(), pool=0))
+
+
+def test_batches_come_from_one_conversation_and_leftovers_are_pooled() -> None:
+    pairs = [TunePair(f"q{g}-{i}", f"t{g}-{i}", g) for g, n in enumerate((10, 7, 3)) for i in range(n)]
+    cfg = EncoderTuneConfig(batch_size=4)
+    batches = tuning_batches(pairs, cfg, random.Random(0))
+    assert all(len(b) == 4 for b in batches)
+    assert sorted(len({p.group for p in b}) == 1 for b in batches).count(True) >= 3  # 2 from group 0, 1 from group 1
+    used = [p for b in batches for p in b]
+    assert len(used) == len(set(used)) == 20 == pairs_per_epoch(pairs, cfg)  # leftovers 2 + 3 + 3 make 2 batches
+    mixed = tuning_batches(pairs, replace(cfg, by_conversation=False), random.Random(0))
+    assert len(mixed) == 5 and any(len({p.group for p in b}) > 1 for b in mixed)
+    assert pairs_per_epoch(pairs[:19], cfg) == 16  # a short last batch is left out
+
+
+def test_evidence_of_the_rows_question_is_never_its_negative() -> None:
+    gold = frozenset({"a", "b"})
+    batch = [TunePair("q1", "a", 0, gold, "x"), TunePair("q1", "b", 0, gold, "x"), TunePair("q2", "c", 0, frozenset({"c"}), "a")]
+    columns = batch_columns(batch)
+    assert columns == ["a", "b", "c", "x", "x", "a"]
+    assert false_negatives(batch, columns).tolist() == [
+        [False, True, False, False, False, True],  # b and the mined "a" are q1's own evidence
+        [True, False, False, False, False, True],
+        [False, False, False, False, False, False],  # "a" is a fair negative for q2
+    ]
+
+
+def test_tuning_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="hard_negative_pool"):
+        EncoderTuneConfig(hard_negative_pool=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        EncoderTuneConfig(batch_size=0)
 
 
 @pytest.mark.slow
@@ -187,18 +268,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ctxmem_plugin.encoder import SentenceEncoder
 from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder
 from ctxmem_plugin.training import init_distributed
+from ctxmem_plugin.training_data import load_conversations
 torch.set_num_threads(1)
 init_distributed("cpu")
-pairs = json.loads({pairs!r})
-enc, report = bundle_tuned_encoder(pairs, Path({out!r}), base=SentenceEncoder(device="cpu"), cfg=EncoderTuneConfig(batch_size=4))
-print(json.dumps({{"name": enc.name, "report": report is not None, "vector": enc.encode_query("bike").tolist()}}))
+convs = load_conversations([{logs!r}])
+enc, report = bundle_tuned_encoder(convs, Path({out!r}), base=SentenceEncoder(device="cpu"), cfg=EncoderTuneConfig(batch_size=4))
+print(json.dumps({{"name": enc.name, "negatives": report and report.negatives, "vector": enc.encode_query("bike").tolist()}}))
 """
 
 
 @pytest.mark.slow
 def test_under_torchrun_rank_zero_tunes_and_every_rank_uses_its_encoder(tmp_path: Path) -> None:
-    script = TUNE_WORKER.format(pairs=json.dumps(PAIRS[:8]), out=str(tmp_path / "model"))
+    logs = _write(tmp_path, [_sample("conv-a"), _sample("conv-b")])
+    script = TUNE_WORKER.format(logs=str(logs), out=str(tmp_path / "model"))
     outs = run_two_ranks(script)
-    assert [o["report"] for o in outs] == [True, False]
+    assert [o["negatives"] for o in outs] == [8, None]  # rank 0 mined a hard negative for each pair and tuned
     assert outs[0]["name"] == outs[1]["name"] == tuned_name(DEFAULT_MODEL, tmp_path / "model" / "encoder")
     assert outs[0]["vector"] == outs[1]["vector"]
