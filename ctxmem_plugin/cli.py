@@ -329,9 +329,12 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
               help="Fine-tune the encoder on the logs' labelled questions first and keep it in --out/encoder "
                    "[default: tune when the logs hold labelled questions].")
 @click.option("--encoder-epochs", default=1, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
+@click.option("--encoder-negatives", default=10, show_default=True, type=click.IntRange(0, 1000),
+              help="Encoder tuning: each question's hard negative is one of its N best-ranked non-evidence turns (0: none).")
 @handle_errors
 def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool,
-          device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int) -> None:
+          device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int,
+          encoder_negatives: int) -> None:
     """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
 
     Needs no labels: every log gives self-supervised examples. LoCoMo-format files add their
@@ -358,7 +361,7 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     convs = load_conversations(files)
     # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
     _, _, dev = init_distributed(resolve_device(device))
-    enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, seed, resume)
+    enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, encoder_negatives, seed, resume)
     followups = FOLLOWUPS_PER_CONVERSATION if cfg.focus_rate > 0 else 0
     queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
     with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
@@ -382,7 +385,8 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
 
 
 def _training_encoder(
-    convs: list[Any], out: Path, encoder: Path | None, device: str, tune: bool | None, epochs: int, seed: int, resume: bool
+    convs: list[Any], out: Path, encoder: Path | None, device: str, tune: bool | None, epochs: int, negatives: int, seed: int,
+    resume: bool,
 ) -> tuple[Any, str | None, dict[str, Any]]:
     """The encoder to gather with, the model's ``encoder_dir``, and the tuning's log entry.
 
@@ -415,9 +419,9 @@ def _training_encoder(
     # By default: tune wherever it can (contrastive tuning needs 2 pairs at least).
     if not (tune if tune is not None else len(pairs) >= 2 and tunable):
         return base, None, {}
-    cfg = EncoderTuneConfig(epochs=epochs, seed=seed)
+    cfg = EncoderTuneConfig(epochs=epochs, seed=seed, hard_negative_pool=negatives)
     # Mining the hard negatives (one pass of the base encoder over the turns) comes first.
-    with tqdm(total=pairs_per_epoch(pairs, cfg) * epochs, unit="pair", desc="encoder (mining negatives)", file=sys.stderr) as bar:
+    with tqdm(total=pairs_per_epoch(pairs, cfg) * epochs, unit="pair", desc="encoder (mining negatives)" if negatives else "encoder", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_description("encoder", refresh=False)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
