@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,11 @@ class TuneReport:
 
 
 def evidence_pairs(
-    conversations: Sequence[Conversation], *, miner: TextEncoder | None = None, pool: int = 10, seed: int = 0
+    conversations: Sequence[Conversation],
+    *,
+    miner: TextEncoder | None = None,
+    pool: int = EncoderTuneConfig.hard_negative_pool,
+    seed: int = 0,
 ) -> list[TunePair]:
     """A :class:`TunePair` for every evidence turn of every labelled question.
 
@@ -118,8 +123,8 @@ def evidence_pairs(
             gold = frozenset(texts[p] for p in evidence)
             negative = None
             if sims is not None:
-                ranked = (int(i) for i in np.argsort(-sims[j], kind="stable"))
-                top = [texts[i] for i in ranked if texts[i] not in gold][:pool]
+                ranked = (texts[int(i)] for i in np.argsort(-sims[j], kind="stable"))
+                top = list(islice((t for t in ranked if t not in gold), pool))
                 negative = rng.choice(top) if top else None
             pairs += [TunePair(q, texts[p], group, gold, negative) for p in sorted(evidence)]
     return pairs
