@@ -16,15 +16,18 @@ after it as the assistant's turn, so the follow-up comes after an answered quest
 ``--tune-encoder`` measures what ``ctxmem-plugin train`` does with labelled logs: in each fold
 the encoder is first fine-tuned on the training conversations' (question, evidence) pairs
 alone, and every conversation is then gathered with that fold's encoder (about 7 min more per
-fold on 2 CPU cores; no cache).
+fold on 2 CPU cores). ``--fold-cache DIR`` keeps each fold's gathered candidates there, keyed
+by the data file and every setting they depend on, so that a later run that changes only the
+scorer's settings skips the tuning and the gathering.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--followup-context question|answered] [--tune-encoder]
+        [--followup-context question|answered] [--tune-encoder [--fold-cache DIR]]
         [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
@@ -91,12 +94,27 @@ def main() -> None:
                         help="hard negative drawn from each question's top-N non-evidence turns (0: none)")
     parser.add_argument("--encoder-mixed-batches", action="store_true",
                         help="draw tuning batches across conversations instead of from one conversation")
+    parser.add_argument("--fold-cache", default=None,
+                        help="with --tune-encoder: reuse/store each fold's gathered candidates in this directory")
     args = parser.parse_args()
     if args.tune_encoder and args.cache:
-        parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder")
+        parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder (see --fold-cache)")
+    if args.fold_cache and not args.tune_encoder:
+        parser.error("--fold-cache goes with --tune-encoder; without it, --cache keeps the one gathered dataset")
 
-    config = {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name, "out": Path(args.out).name}
+    config = {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name,
+              "fold_cache": args.fold_cache and Path(args.fold_cache).name, "out": Path(args.out).name}
     convs = load_conversations([args.file])
+    file_sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
+
+    def fold_cache_path(held: str) -> Path:
+        # Everything a fold's gathered data depends on; a scorer setting is not among them.
+        depends = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
+                   "encoder_negatives": args.encoder_negatives, "encoder_mixed_batches": args.encoder_mixed_batches,
+                   "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
+                   "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
+        key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(args.fold_cache) / f"{held}-{key}.npz"
 
     def collect(encoder: SentenceEncoder) -> Dataset:
         return gather(
@@ -124,7 +142,13 @@ def main() -> None:
     for held in folds:
         train_names = set(names) - {held}
         tuning: dict[str, object] = {}
-        if args.tune_encoder:
+        cached = fold_cache_path(held) if args.fold_cache else None
+        if cached is not None and cached.is_file():
+            data = load_dataset(cached)
+            # The figures of the run that tuned and gathered it, so the row reads as that run's.
+            tuning = {**json.loads(cached.with_suffix(".json").read_text()), "cached": True}
+            print(f"{held} encoder: tuned and gathered data read from {cached}", flush=True)
+        elif args.tune_encoder:
             # The held-out conversation's pairs never reach the encoder.
             tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
                                          by_conversation=not args.encoder_mixed_batches)
@@ -141,6 +165,13 @@ def main() -> None:
                       "gather_seconds": time.perf_counter() - t0}
             print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s, "
                   f"gathered in {tuning['gather_seconds']:.0f}s", flush=True)
+            if cached is not None:
+                # The .npz is renamed into place last: an interrupted run leaves no half-written fold.
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.with_suffix(".json").write_text(json.dumps(tuning))
+                partial = cached.with_name(cached.stem + ".partial.npz")
+                save_dataset(data, partial)
+                partial.replace(cached)
         assert data is not None
         train_data = data.subset(train_names)
         sub = data.subset({held})

@@ -18,6 +18,7 @@ so it is known here, and its probe widens the candidates exactly as it will at s
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -279,7 +280,7 @@ def save_dataset(data: Dataset, path: Path, *, compress: bool = False) -> None:
     """Write a dataset as one ``.npz`` of plain arrays (no pickle), to reuse across runs."""
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(
-            __import__("json").dumps({
+            json.dumps({
                 "pool": data.pool, "encoder": data.encoder, "retrieval": data.retrieval,
                 "focus_rate": data.focus_rate, "focus_pool": data.focus_pool,
                 "names": [c.name for c in data.conversations],
@@ -298,8 +299,6 @@ def save_dataset(data: Dataset, path: Path, *, compress: bool = False) -> None:
 
 def load_dataset(path: Path) -> Dataset:
     """Read what :func:`save_dataset` wrote."""
-    import json
-
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
         convs = [ConversationTensors(n, z[f"c{i}_vectors"], z[f"c{i}_features"]) for i, n in enumerate(meta["names"])]
