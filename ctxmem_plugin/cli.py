@@ -328,7 +328,7 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
 @click.option("--tune-encoder/--frozen-encoder", "tune", default=None,
               help="Fine-tune the encoder on the logs' labelled questions first and keep it in --out/encoder "
                    "[default: tune when the logs hold labelled questions].")
-@click.option("--encoder-epochs", default=1, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
+@click.option("--encoder-epochs", default=2, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
 @click.option("--encoder-negatives", default=10, show_default=True, type=click.IntRange(0, 1000),
               help="Encoder tuning: each question's hard negative is one of its N best-ranked non-evidence turns (0: none).")
 @handle_errors

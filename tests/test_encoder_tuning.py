@@ -229,7 +229,8 @@ def test_train_tunes_the_encoder_and_memories_use_it(tmp_path: Path) -> None:
     name = config["encoder"]
     assert config["encoder_dir"] == "encoder" and name == tuned_name(DEFAULT_MODEL, out / "encoder")
     tuning = json.loads((out / "train_log.json").read_text())["encoder_tuning"]
-    assert (tuning["pairs"], tuning["name"], tuning["base"], len(tuning["losses"])) == (8, name, DEFAULT_MODEL, 1)
+    assert (tuning["pairs"], tuning["name"], tuning["base"], len(tuning["losses"])) == (8, name, DEFAULT_MODEL, 2)
+    assert tuning["config"]["epochs"] == EncoderTuneConfig.epochs == 2
     assert (tuning["hard_negatives"], tuning["config"]["hard_negative_pool"]) == (8, 10)
 
     # A memory built with the model is built with its encoder.
@@ -259,10 +260,12 @@ def test_train_tunes_the_encoder_and_memories_use_it(tmp_path: Path) -> None:
     frozen = json.loads((tmp_path / "frozen" / "config.json").read_text())["model"]
     assert (frozen["encoder"], frozen["encoder_dir"]) == (DEFAULT_MODEL, None)
     assert not (tmp_path / "frozen" / "encoder").exists()
-    # --encoder-negatives 0: tuned without mining.
-    _cli("train", logs, "--out", tmp_path / "plain", "--epochs", "1", "--cues", "5", "--encoder-negatives", "0")
+    # --encoder-negatives 0: tuned without mining; --encoder-epochs sets the tuning's length.
+    _cli("train", logs, "--out", tmp_path / "plain", "--epochs", "1", "--cues", "5", "--encoder-negatives", "0",
+         "--encoder-epochs", "1")
     plain = json.loads((tmp_path / "plain" / "train_log.json").read_text())["encoder_tuning"]
     assert (plain["pairs"], plain["hard_negatives"], plain["config"]["hard_negative_pool"]) == (8, 0, 0)
+    assert (len(plain["losses"]), plain["config"]["epochs"]) == (1, 1)
 
 
 TUNE_WORKER = r"""
