@@ -3,14 +3,18 @@
 Per held-out conversation: the 6 training conversations are split in two halves A and B;
 encoder_A is tuned on A, encoder_B on B, encoder_full on all 6. A's candidates are gathered with
 encoder_B, B's with encoder_A (never an encoder tuned on their own questions); the held-out
-conversation with encoder_full, as in the product. Compare with
-crossval_tuned_encoder_inbatch.json. The product does not cross-fit; this measures whether it
-should. The encoders are tuned as they were when it was measured: batches drawn across
-conversations, no hard negatives (``TUNING``).
+conversation with encoder_full, as in the product. The product does not cross-fit; this
+measures whether it should. The encoders are tuned as ``train`` tunes them
+(``EncoderTuneConfig()``); ``--mixed-no-negatives`` tunes them as it did when this was first
+measured (batches across conversations, no hard negatives; compare with
+crossval_tuned_encoder_inbatch.json), otherwise compare with crossval_tuned_encoder.json.
+``--fold-cache DIR`` (a ``locomo_crossval.py --tune-encoder --fold-cache`` directory made with
+the same tuning) takes the held-out conversation's candidates from there instead of tuning
+encoder_full again: they are exactly what it would gather.
 
-    python benchmarks/crossfit_encoder.py conv-26,conv-42,conv-44 [--out FILE.json]
+    python benchmarks/crossfit_encoder.py conv-26,conv-42,conv-44 [--out FILE.json] [--fold-cache DIR]
 
-About 10 min per fold on 2 CPU cores."""
+About 10 min per fold on 2 CPU cores with the fold cache."""
 import argparse
 import json
 import tempfile
@@ -24,15 +28,22 @@ from locomo_crossval import KS, REPO, ranks, recall
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
 from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
 from ctxmem_plugin.training import TrainConfig, score_examples, train
-from ctxmem_plugin.training_data import Dataset, gather, load_conversations
-
-TUNING = EncoderTuneConfig(by_conversation=False, hard_negative_pool=0)
+from ctxmem_plugin.training_data import (
+    Dataset,
+    gather,
+    load_conversations,
+    load_dataset,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("folds", help="comma-separated sample ids to hold out")
 parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
 parser.add_argument("--out", default=str(REPO / "benchmarks/results/crossfit_encoder.json"))
+parser.add_argument("--mixed-no-negatives", action="store_true", help="tune as first measured: mixed batches, no hard negatives")
+parser.add_argument("--fold-cache", default=None, help="take the held-out conversation's candidates from this fold cache")
 args = parser.parse_args()
+TUNING = EncoderTuneConfig(by_conversation=False, hard_negative_pool=0) if args.mixed_no_negatives else EncoderTuneConfig()
+MINER = SentenceEncoder(device="cpu") if TUNING.hard_negative_pool else None
 torch.set_num_threads(2)
 convs = load_conversations([args.file])
 names = [c.name for c in convs]
@@ -53,6 +64,13 @@ def merge(parts: list[Dataset]) -> Dataset:
         exs += [replace(e, conv=e.conv + off) for e in p.examples]
     return replace(first, conversations=convs_, examples=exs)
 
+def cached_held_out(held: str) -> Dataset:
+    """The held-out conversation alone, as a ``locomo_crossval.py --fold-cache`` run gathered it."""
+    (path,) = [p for p in Path(args.fold_cache).glob(f"{held}-*.npz") if not p.name.endswith(".partial.npz")]
+    data = load_dataset(path)
+    (pos,) = [i for i, c in enumerate(data.conversations) if c.name == held]
+    return replace(data, conversations=[data.conversations[pos]], examples=[replace(e, conv=0) for e in data.examples if e.conv == pos])
+
 for held in folds:
     t0 = time.perf_counter()
     train_c = [c for c in convs if c.name != held]
@@ -60,9 +78,13 @@ for held in folds:
     with tempfile.TemporaryDirectory() as tmp:
         encs = {}
         for key, group in (("A", a), ("B", b), ("full", train_c)):
-            r = tune_encoder(evidence_pairs(group), Path(tmp) / key, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=TUNING)
+            if key == "full" and args.fold_cache:
+                continue
+            pairs = evidence_pairs(group, miner=MINER, pool=TUNING.hard_negative_pool, seed=TUNING.seed)
+            r = tune_encoder(pairs, Path(tmp) / key, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=TUNING)
             encs[key] = SentenceEncoder(Path(tmp) / key, device="cpu", name=r.name)
-        data = merge([collect(a, encs["B"]), collect(b, encs["A"]), collect([c for c in convs if c.name == held], encs["full"])])
+        held_data = cached_held_out(held) if args.fold_cache else collect([c for c in convs if c.name == held], encs["full"])
+        data = merge([collect(a, encs["B"]), collect(b, encs["A"]), held_data])
     held_idx = len(train_c)
     train_data = replace(data, examples=[e for e in data.examples if e.conv != held_idx])
     sub = replace(data, examples=[e for e in data.examples if e.conv == held_idx])
