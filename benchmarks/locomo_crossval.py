@@ -18,10 +18,18 @@ the encoder is first fine-tuned on the training conversations' (question, eviden
 alone, and every conversation is then gathered with that fold's encoder (about 7 min more per
 fold on 2 CPU cores). ``--fold-cache DIR`` keeps each fold's gathered candidates there, keyed
 by the data file and every setting they depend on, so that a later run that changes only the
-scorer's settings skips the tuning and the gathering.
+scorer's settings skips the tuning and the gathering (the fold's tuned encoder is kept there too).
+
+``--fit-fusion`` (with ``--tune-encoder``) measures the fusion refit that ``train`` makes with
+labelled logs: in each fold the fusion is chosen on the training conversations' questions
+(``fusion_fit.fit_fusion``), and every conversation is gathered again with it before the models
+are trained. The untrained ``hybrid`` row is then the refit fusion; ``hybrid-shipped`` is the
+shipped one on the same encoder. About 4 min more per fold (plus the encoder's tuning again
+when the fold cache does not hold it: tuning is deterministic, and the re-gathered questions'
+candidates and cosines are checked against the first gathering's).
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--followup-context question|answered] [--tune-encoder [--fold-cache DIR]]
+        [--followup-context question|answered] [--tune-encoder [--fold-cache DIR] [--fit-fusion]]
         [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ import numpy as np
 
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
 from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
-from ctxmem_plugin.retrieval import FEATURE_NAMES
+from ctxmem_plugin.fusion_fit import fit_fusion
+from ctxmem_plugin.retrieval import FEATURE_NAMES, RetrievalConfig
 from ctxmem_plugin.slots import WRITE_RULES
 from ctxmem_plugin.training import TrainConfig, score_examples, train
 from ctxmem_plugin.training_data import (
@@ -96,32 +105,98 @@ def main() -> None:
                         help="draw tuning batches across conversations instead of from one conversation")
     parser.add_argument("--fold-cache", default=None,
                         help="with --tune-encoder: reuse/store each fold's gathered candidates in this directory")
+    parser.add_argument("--fit-fusion", action="store_true",
+                        help="with --tune-encoder: refit the fusion on each fold's training questions, as train does")
     args = parser.parse_args()
     if args.tune_encoder and args.cache:
         parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder (see --fold-cache)")
     if args.fold_cache and not args.tune_encoder:
         parser.error("--fold-cache goes with --tune-encoder; without it, --cache keeps the one gathered dataset")
+    if args.fit_fusion and not args.tune_encoder:
+        parser.error("--fit-fusion goes with --tune-encoder")
 
     config = {**vars(args), "file": Path(args.file).name, "cache": args.cache and Path(args.cache).name,
               "fold_cache": args.fold_cache and Path(args.fold_cache).name, "out": Path(args.out).name}
     convs = load_conversations([args.file])
+    names = [c.name for c in convs]
+    kinds = {"question": "questions", "followup-eval": "follow-ups"}
     file_sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
 
-    def fold_cache_path(held: str) -> Path:
+    def fold_cache_path(held: str, retrieval: RetrievalConfig | None = None) -> Path:
         # Everything a fold's gathered data depends on; a scorer setting is not among them.
         depends = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
                    "encoder_negatives": args.encoder_negatives, "encoder_mixed_batches": args.encoder_mixed_batches,
                    "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
                    "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
+        if retrieval is not None and retrieval != RetrievalConfig():
+            depends["retrieval"] = retrieval.to_dict()
         key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
         return Path(args.fold_cache) / f"{held}-{key}.npz"
 
-    def collect(encoder: SentenceEncoder) -> Dataset:
+    def collect(encoder: SentenceEncoder, retrieval: RetrievalConfig | None = None) -> Dataset:
         return gather(
-            convs, encoder, cues_per_conversation=args.cues, followups_per_conversation=args.followups,
+            convs, encoder, retrieval=retrieval, cues_per_conversation=args.cues, followups_per_conversation=args.followups,
             focus_rate=args.focus_rate, focus_pool=args.focus_pool, benchmark_followups=True,
             followup_context=args.followup_context,
         )
+
+    def save_fold(data: Dataset, path: Path, log: dict[str, object]) -> None:
+        # The .npz is renamed into place last: an interrupted run leaves no half-written fold.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".json").write_text(json.dumps(log))
+        partial = path.with_name(path.stem + ".partial.npz")
+        save_dataset(data, partial)
+        partial.replace(path)
+
+    def tune_fold_encoder(held: str, directory: Path) -> tuple[SentenceEncoder, dict[str, object]]:
+        """The fold's encoder, tuned on its training conversations alone, saved in ``directory``."""
+        tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
+                                     by_conversation=not args.encoder_mixed_batches)
+        t0 = time.perf_counter()
+        pairs = evidence_pairs([c for c in convs if c.name != held], miner=SentenceEncoder(device="cpu"),
+                               pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed)
+        mine_s = time.perf_counter() - t0
+        report = tune_encoder(pairs, directory, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg)
+        log = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),
+               "mine_seconds": mine_s, "tune_seconds": report.seconds, "name": report.name}
+        print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s", flush=True)
+        return SentenceEncoder(directory, device="cpu", name=report.name), log
+
+    def fold_encoder(held: str, cached: Path | None, tmp: Path) -> tuple[SentenceEncoder, dict[str, object]]:
+        """The fold's tuned encoder: from the fold cache when it holds it, else tuned (and kept there)."""
+        if cached is not None:
+            directory = cached.with_suffix(".encoder")
+            meta = cached.with_suffix(".json")
+            if directory.is_dir() and meta.is_file() and "name" in json.loads(meta.read_text()):
+                return SentenceEncoder(directory, device="cpu", name=json.loads(meta.read_text())["name"]), {"cached": True}
+            encoder, log = tune_fold_encoder(held, directory)
+            if meta.is_file():
+                # A fold gathered before encoders were kept: its log learns the encoder's name.
+                meta.write_text(json.dumps({**json.loads(meta.read_text()), "name": log["name"]}))
+            return encoder, log
+        return tune_fold_encoder(held, tmp / "encoder")
+
+    def untrained(data: Dataset, held: str) -> dict[str, dict[str, object]]:
+        """Pool recall, ``hybrid`` and ``dense`` recall of the held-out questions and follow-ups."""
+        sub = data.subset({held})
+        # Evidence outside the candidate pool still counts as missed: recall is over all evidence.
+        # A benchmark follow-up asks about the question it follows, so it has the same evidence.
+        full_gold = [set(p) for q, p in convs[names.index(held)].questions]
+        out: dict[str, dict[str, object]] = {}
+        for kind, key in kinds.items():
+            idx = [i for i, e in enumerate(sub.examples) if e.kind == kind]
+            if not idx:
+                continue
+            assert len(idx) == len(full_gold)
+            part: dict[str, object] = {"count": len(idx)}
+            gold = [set(sub.examples[i].cand[sub.examples[i].labels].tolist()) for i in idx]
+            part["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
+            base = [sub.examples[i].features[:, 0] for i in idx]
+            part["hybrid"] = {f"recall@{k}": recall(ranks(sub, idx, base), full_gold, k) for k in KS}
+            cosine = [sub.examples[i].features[:, DENSE] for i in idx]
+            part["dense"] = {f"recall@{k}": recall(ranks(sub, idx, cosine), full_gold, k) for k in KS}
+            out[key] = part
+        return out
 
     started = time.perf_counter()
     data: Dataset | None = None
@@ -134,11 +209,9 @@ def main() -> None:
     gather_s = time.perf_counter() - started
     if data is not None:
         print(f"gathered {data.describe()} in {gather_s:.0f}s", flush=True)
-    names = [c.name for c in convs]
     folds = names if args.folds == "all" else args.folds.split(",")
     methods = [m for m in ("ctxmem", "no-slots") if m in args.only.split(",")]
     rows = []
-    kinds = {"question": "questions", "followup-eval": "follow-ups"}
     for held in folds:
         train_names = set(names) - {held}
         tuning: dict[str, object] = {}
@@ -150,50 +223,52 @@ def main() -> None:
             print(f"{held} encoder: tuned and gathered data read from {cached}", flush=True)
         elif args.tune_encoder:
             # The held-out conversation's pairs never reach the encoder.
-            tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
-                                         by_conversation=not args.encoder_mixed_batches)
-            t0 = time.perf_counter()
-            pairs = evidence_pairs([c for c in convs if c.name in train_names], miner=SentenceEncoder(device="cpu"),
-                                   pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed)
-            mine_s = time.perf_counter() - t0
             with tempfile.TemporaryDirectory(prefix="ctxmem-cv-encoder-") as tmp:
-                report = tune_encoder(pairs, Path(tmp) / "encoder", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg)
+                encoder, tuning = fold_encoder(held, cached, Path(tmp))
                 t0 = time.perf_counter()
-                data = collect(SentenceEncoder(Path(tmp) / "encoder", device="cpu", name=report.name))
-            tuning = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),
-                      "mine_seconds": mine_s, "tune_seconds": report.seconds,
-                      "gather_seconds": time.perf_counter() - t0}
-            print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s, "
-                  f"gathered in {tuning['gather_seconds']:.0f}s", flush=True)
+                data = collect(encoder)
+            tuning["gather_seconds"] = time.perf_counter() - t0
+            print(f"{held} gathered in {tuning['gather_seconds']:.0f}s", flush=True)
             if cached is not None:
-                # The .npz is renamed into place last: an interrupted run leaves no half-written fold.
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.with_suffix(".json").write_text(json.dumps(tuning))
-                partial = cached.with_name(cached.stem + ".partial.npz")
-                save_dataset(data, partial)
-                partial.replace(cached)
+                save_fold(data, cached, tuning)
         assert data is not None
-        train_data = data.subset(train_names)
-        sub = data.subset({held})
-        # Evidence outside the candidate pool still counts as missed: recall is over all evidence.
-        # A benchmark follow-up asks about the question it follows, so it has the same evidence.
-        full_gold = [set(p) for q, p in convs[names.index(held)].questions]
-        idx = {kind: [i for i, e in enumerate(sub.examples) if e.kind == kind] for kind in kinds}
-        row: dict[str, object] = {"held_out": held, "questions": len(idx["question"])}
+        row: dict[str, object] = {"held_out": held}
         if tuning:
             row["encoder"] = tuning
-        for kind, key in kinds.items():
-            if not idx[kind]:
-                continue
-            assert len(idx[kind]) == len(full_gold)
-            part: dict[str, object] = {"count": len(idx[kind])}
-            gold = [set(sub.examples[i].cand[sub.examples[i].labels].tolist()) for i in idx[kind]]
-            part["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
-            base = [sub.examples[i].features[:, 0] for i in idx[kind]]
-            part["hybrid"] = {f"recall@{k}": recall(ranks(sub, idx[kind], base), full_gold, k) for k in KS}
-            cosine = [sub.examples[i].features[:, DENSE] for i in idx[kind]]
-            part["dense"] = {f"recall@{k}": recall(ranks(sub, idx[kind], cosine), full_gold, k) for k in KS}
-            row[key] = part
+        if args.fit_fusion:
+            # Chosen on the training conversations' questions alone, as train chooses it.
+            fit = fit_fusion(data.subset(train_names), convs, min_questions=1)
+            assert fit is not None
+            shipped = untrained(data, held)
+            refit_path = fold_cache_path(held, fit.config) if args.fold_cache else None
+            if refit_path is not None and refit_path.is_file():
+                refit = load_dataset(refit_path)
+                fusion_log: dict[str, object] = {**json.loads(refit_path.with_suffix(".json").read_text()), "cached": True}
+            else:
+                with tempfile.TemporaryDirectory(prefix="ctxmem-cv-encoder-") as tmp:
+                    encoder, retune = fold_encoder(held, cached, Path(tmp))
+                    t0 = time.perf_counter()
+                    refit = collect(encoder, fit.config)
+                fusion_log = {**fit.describe(), "gather_seconds": time.perf_counter() - t0, "encoder": retune}
+                # Candidates do not depend on the fusion, so the questions' candidates and cosines must
+                # be the first gathering's: this also shows the encoder was rebuilt exactly.
+                for a, b in zip(data.examples, refit.examples):
+                    if a.kind == "question":
+                        assert np.array_equal(a.cand, b.cand) and np.allclose(a.features[:, DENSE], b.features[:, DENSE], atol=1e-5)
+                if refit_path is not None:
+                    save_fold(refit, refit_path, fusion_log)
+            data = refit
+            row["fusion"] = fusion_log
+            print(f"{held} fusion refit: {fit.describe()['chosen']}", flush=True)
+        train_data = data.subset(train_names)
+        sub = data.subset({held})
+        full_gold = [set(p) for q, p in convs[names.index(held)].questions]
+        idx = {kind: [i for i, e in enumerate(sub.examples) if e.kind == kind] for kind in kinds}
+        row["questions"] = len(idx["question"])
+        row.update(untrained(data, held))
+        if args.fit_fusion:
+            for key, part in shipped.items():
+                row[key]["hybrid-shipped"] = part["hybrid"]  # type: ignore[index]
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
             if name not in methods:
                 continue
@@ -231,14 +306,14 @@ def main() -> None:
         if not have:
             continue
         print(f"\n{key}: mean over folds (std)")
-        print(f"{'method':<10}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
-        for method in ("dense", "hybrid", *methods):
+        print(f"{'method':<14}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
+        for method in ("dense", "hybrid-shipped", "hybrid", *methods):
             if any(method not in r[key] for r in have):  # type: ignore[operator]
                 continue
             for k in KS:
                 vals = [r[key][method][f"recall@{k}"] for r in have]  # type: ignore[index]
                 summary[f"{key} {method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-            print(f"{method:<10}" + "".join(
+            print(f"{method:<14}" + "".join(
                 f"{summary[f'{key} {method} recall@{k}']['mean']:>9.3f} ±{summary[f'{key} {method} recall@{k}']['std']:.3f}" for k in KS))
     Path(args.out).write_text(json.dumps({"config": config, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe() if data is not None else None}, indent=1))
 

@@ -16,12 +16,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ctxmem_plugin import __version__
 from ctxmem_plugin.errors import CtxMemError
+
+if TYPE_CHECKING:  # torch comes with these: imported only where a command needs them
+    from ctxmem_plugin.encoder import TextEncoder
+    from ctxmem_plugin.retrieval import RetrievalConfig
+    from ctxmem_plugin.training import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -331,15 +336,19 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
 @click.option("--encoder-epochs", default=2, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
 @click.option("--encoder-negatives", default=10, show_default=True, type=click.IntRange(0, 1000),
               help="Encoder tuning: each question's hard negative is one of its N best-ranked non-evidence turns (0: none).")
+@click.option("--fit-fusion/--shipped-fusion", "fit", default=None,
+              help="Choose the BM25/dense fusion that ranks the logs' labelled questions best and keep it in the model "
+                   "[default: fit when the logs hold 100 labelled questions or more].")
 @handle_errors
 def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool,
           device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int,
-          encoder_negatives: int) -> None:
+          encoder_negatives: int, fit: bool | None) -> None:
     """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
 
     Needs no labels: every log gives self-supervised examples. LoCoMo-format files add their
     questions and evidence as supervised examples, and by default first fine-tune the encoder
-    on them (kept in --out/encoder; memories used with the model must be built with it).
+    on them (kept in --out/encoder; memories used with the model must be built with it), then
+    refit the hybrid fusion to them (kept in the model's config).
     Writes config.json, model.safetensors and train_log.json to --out after every epoch;
     --resume continues the same run.
     """
@@ -362,12 +371,13 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
     _, _, dev = init_distributed(resolve_device(device))
     enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, encoder_negatives, seed, resume)
+    retrieval, fusion = _training_fusion(convs, out, enc, cfg, fit, resume)
     followups = FOLLOWUPS_PER_CONVERSATION if cfg.focus_rate > 0 else 0
     queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
     with tqdm(total=queries, unit="q", desc="gather", file=sys.stderr) as bar:
-        data = gather(convs, enc, cues_per_conversation=cues, followups_per_conversation=followups, seed=seed,
-                      slot_feature_dim=cfg.slot_feature_dim, focus_rate=cfg.focus_rate, focus_pool=cfg.focus_pool,
-                      progress=bar.update)
+        data = gather(convs, enc, retrieval=retrieval, cues_per_conversation=cues, followups_per_conversation=followups,
+                      seed=seed, slot_feature_dim=cfg.slot_feature_dim, focus_rate=cfg.focus_rate,
+                      focus_pool=cfg.focus_pool, progress=bar.update)
     with tqdm(total=len(data.examples) * cfg.epochs, unit="ex", desc="train", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -375,13 +385,45 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
 
         _, log = run_training(
             data, cfg, out, resume=resume, device=dev, progress=progress, encoder_dir=encoder_dir,
-            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning},
+            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning, **fusion},
         )
     tuned = f" (encoder tuned on {tuning['encoder_tuning']['pairs']} pairs)" if tuning else ""
+    if fusion.get("fusion", {}).get("chosen"):
+        chosen = fusion["fusion"]["chosen"]
+        tuned += f" (fusion refit: BM25 {chosen['bm25_weight']:g}, dense floor {chosen['dense_floor']:g}, neighbour {chosen['neighbour_weight']:g})"
     click.echo(
         f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations{tuned} "
         f"in {time.perf_counter() - began:.0f}s; final loss {log[-1]['loss']:.4f}; wrote {out}"
     )
+
+
+def _training_fusion(
+    convs: list[Any], out: Path, encoder: TextEncoder, cfg: TrainConfig, fit: bool | None, resume: bool
+) -> tuple[RetrievalConfig | None, dict[str, Any]]:
+    """The retrieval settings to gather with, and the fit's log entry (empty when none was made).
+
+    A resumed run keeps the settings its model was trained with.
+    """
+    from tqdm import tqdm
+
+    from ctxmem_plugin.checkpoint import read_config
+    from ctxmem_plugin.fusion_fit import MIN_FIT_QUESTIONS, fit_fusion_on
+    from ctxmem_plugin.retrieval import RetrievalConfig
+    from ctxmem_plugin.slot_runtime import RuntimeSettings
+
+    if resume:
+        saved = RuntimeSettings.from_extra(read_config(out)[1]).retrieval
+        return (RetrievalConfig(**saved) if saved else None), {}
+    questions = sum(len(c.questions) for c in convs)
+    if fit and not questions:
+        raise UsageFailure("--fit-fusion needs labelled questions (LoCoMo-format files); these logs have none")
+    if fit is False or (fit is None and questions < MIN_FIT_QUESTIONS):
+        return None, {}
+    with tqdm(total=questions, unit="q", desc="fusion", file=sys.stderr) as bar:
+        result = fit_fusion_on(convs, encoder, focus_rate=cfg.focus_rate, focus_pool=cfg.focus_pool,
+                               slot_feature_dim=cfg.slot_feature_dim, min_questions=1, progress=bar.update)
+    assert result is not None  # there are questions, and min_questions=1
+    return result.config, {"fusion": result.describe()}
 
 
 def _training_encoder(

@@ -311,8 +311,12 @@ def _train(
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         _load_trainer_state(out, optimizer)
-        log = json.loads((out / TRAIN_LOG).read_text())["epochs"]
+        saved = json.loads((out / TRAIN_LOG).read_text())
+        log = saved["epochs"]
         start_epoch = len(log)
+        # What the first run recorded beside the epochs (encoder tuning, fusion fit) stays.
+        earlier = {k: v for k, v in saved.items() if k not in ("config", "data", "epochs")}
+        extra_log = {**earlier, **(extra_log or {})}
     model.to(device).train()
     module: nn.Module = _LossModule(model, cfg.write_chunk, cfg.cue_weight)
     if world > 1:
