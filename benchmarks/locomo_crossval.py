@@ -28,7 +28,13 @@ shipped one on the same encoder. About 4 min more per fold (plus the encoder's t
 when the fold cache does not hold it: tuning is deterministic, and the re-gathered questions'
 candidates and cosines are checked against the first gathering's).
 
+``--scorer-seeds 0,1,2`` trains each model once per seed on the same candidates (the encoder,
+the fusion and the gathering keep ``--seed``). A fold's row then holds the mean over the seeds
+under the model's name, each seed's figures under ``"<model> seeds"``, and the seeds'
+spread, so that a change to the scorer can be told from the luck of one initialisation.
+
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
+        [--scorer-seeds 0,1,2]
         [--followup-context question|answered] [--tune-encoder [--fold-cache DIR] [--fit-fusion]]
         [--out benchmarks/results/crossval.json]"""
 
@@ -87,6 +93,8 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="reuse/store gathered candidates in this .npz")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--scorer-seeds", default=None,
+                        help="comma-separated seeds: train each model once per seed and report their mean (default: --seed)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
     parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
@@ -211,6 +219,7 @@ def main() -> None:
         print(f"gathered {data.describe()} in {gather_s:.0f}s", flush=True)
     folds = names if args.folds == "all" else args.folds.split(",")
     methods = [m for m in ("ctxmem", "no-slots") if m in args.only.split(",")]
+    scorer_seeds = [int(x) for x in args.scorer_seeds.split(",")] if args.scorer_seeds else [args.seed]
     rows = []
     for held in folds:
         train_names = set(names) - {held}
@@ -272,19 +281,28 @@ def main() -> None:
         for name, use_slots in (("ctxmem", True), ("no-slots", False)):
             if name not in methods:
                 continue
-            cfg = replace(TrainConfig(), epochs=args.epochs, seed=args.seed, use_slots=use_slots, lr=args.lr, batch_size=args.batch_size,
-                          slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
-                          focus_rate=args.focus_rate, focus_pool=args.focus_pool)
-            t0 = time.perf_counter()
-            model, log = train(train_data, cfg)
-            secs = time.perf_counter() - t0
-            scores = score_examples(model, sub, list(range(len(sub.examples))), cfg.write_chunk)
-            for kind, key in kinds.items():
-                if key not in row:
-                    continue
-                r = ranks(sub, idx[kind], [scores[i] for i in idx[kind]])
-                row[key][name] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
-            row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / cfg.epochs, "final_loss": log[-1]["loss"]}
+            per_seed: dict[str, list[dict[str, float]]] = {key: [] for key in kinds.values() if key in row}
+            secs, losses = 0.0, []
+            for scorer_seed in scorer_seeds:
+                cfg = replace(TrainConfig(), epochs=args.epochs, seed=scorer_seed, use_slots=use_slots, lr=args.lr,
+                              batch_size=args.batch_size, slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
+                              focus_rate=args.focus_rate, focus_pool=args.focus_pool)
+                t0 = time.perf_counter()
+                model, log = train(train_data, cfg)
+                secs += time.perf_counter() - t0
+                losses.append(log[-1]["loss"])
+                scores = score_examples(model, sub, list(range(len(sub.examples))), cfg.write_chunk)
+                for kind, key in kinds.items():
+                    if key in per_seed:
+                        r = ranks(sub, idx[kind], [scores[i] for i in idx[kind]])
+                        per_seed[key].append({f"recall@{k}": recall(r, full_gold, k) for k in KS})
+            for key, seeds_figures in per_seed.items():
+                row[key][name] = {m: float(np.mean([f[m] for f in seeds_figures])) for m in seeds_figures[0]}  # type: ignore[index]
+                if len(scorer_seeds) > 1:
+                    row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
+            runs = len(scorer_seeds) * cfg.epochs
+            row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / runs, "final_loss": float(np.mean(losses)),
+                         "scorer_seeds": scorer_seeds}
         rows.append(row)
         # Written after every fold, so that an interrupted run keeps what it measured.
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +333,15 @@ def main() -> None:
                 summary[f"{key} {method} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
             print(f"{method:<14}" + "".join(
                 f"{summary[f'{key} {method} recall@{k}']['mean']:>9.3f} ±{summary[f'{key} {method} recall@{k}']['std']:.3f}" for k in KS))
+        if len(scorer_seeds) > 1:
+            # Each seed's mean over the folds: how far one initialisation moves the table.
+            for method in methods:
+                for j, scorer_seed in enumerate(scorer_seeds):
+                    for k in KS:
+                        vals = [r[key][f"{method} seeds"][j][f"recall@{k}"] for r in have]  # type: ignore[index]
+                        summary[f"{key} {method} seed {scorer_seed} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+                    print(f"{method + ' s' + str(scorer_seed):<14}" + "".join(
+                        f"{summary[f'{key} {method} seed {scorer_seed} recall@{k}']['mean']:>9.3f}       " for k in KS))
     Path(args.out).write_text(json.dumps({"config": config, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe() if data is not None else None}, indent=1))
 
 
