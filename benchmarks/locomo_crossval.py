@@ -30,8 +30,8 @@ candidates and cosines are checked against the first gathering's).
 
 ``--scorer-seeds 0,1,2`` trains each model once per seed on the same candidates (the encoder,
 the fusion and the gathering keep ``--seed``). A fold's row then holds the mean over the seeds
-under the model's name, each seed's figures under ``"<model> seeds"``, and the seeds'
-spread, so that a change to the scorer can be told from the luck of one initialisation.
+under the model's name and each seed's figures under ``"<model> seeds"``, so that a change to
+the scorer can be told from the luck of one initialisation.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
         [--scorer-seeds 0,1,2]
@@ -300,7 +300,7 @@ def main() -> None:
                 row[key][name] = {m: float(np.mean([f[m] for f in seeds_figures])) for m in seeds_figures[0]}  # type: ignore[index]
                 if len(scorer_seeds) > 1:
                     row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
-            runs = len(scorer_seeds) * cfg.epochs
+            runs = len(scorer_seeds) * args.epochs
             row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / runs, "final_loss": float(np.mean(losses)),
                          "scorer_seeds": scorer_seeds}
         rows.append(row)
