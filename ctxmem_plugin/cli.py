@@ -278,17 +278,40 @@ def reembed(memory_dir: Path, model: Path | None, encoder: Path | None, device: 
 
 
 def _forget_encoder(memory_dir: Path) -> Any:
-    """An encoder stand-in with the memory's own name and width (forget embeds nothing)."""
-    from ctxmem_plugin.store import LongTermStore
+    """An encoder stand-in with the memory's own name and width (forget embeds nothing).
 
-    store = LongTermStore(memory_dir, read_only=True)
-    try:
-        enc = _NoEncoder()
-        enc.name = store.get_meta("encoder") or "unused"
-        enc.dim = int(store.get_meta("dim") or 0)
-        return enc
-    finally:
-        store.close()
+    Read from the ``meta`` table directly, which every schema version has, so that a memory
+    written by an earlier version can still be opened for writing (and upgraded) this way.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(memory_dir / "memory.sqlite3", timeout=30.0)) as db:
+        db.execute("PRAGMA query_only=ON")
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('encoder', 'dim')").fetchall())
+    enc = _NoEncoder()
+    enc.name = meta.get("encoder") or "unused"
+    enc.dim = int(meta.get("dim") or 0)
+    return enc
+
+
+@main.command()
+@memory_option
+@handle_errors
+def upgrade(memory_dir: Path) -> None:
+    """Bring a memory written by an earlier ctxmem-plugin to this version's storage schema.
+
+    Commands that write upgrade a memory as they open it; those that only read (query, stats,
+    export, explain) cannot, and ask for this. One transaction per step; the turns are unchanged.
+    """
+    from ctxmem_plugin.errors import MemoryNotFoundError
+    from ctxmem_plugin.memory import ContextMemory
+
+    if not (memory_dir / "memory.sqlite3").is_file():
+        raise MemoryNotFoundError(f"no memory at {memory_dir}")
+    with ContextMemory(memory_dir, encoder=_forget_encoder(memory_dir)) as memory:
+        version = memory.store.schema_version
+    click.echo(f"{memory_dir}: storage schema version {version}, current")
 
 
 @main.command("export")

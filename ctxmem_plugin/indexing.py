@@ -1,4 +1,4 @@
-"""What text of a turn gets indexed, and how a query becomes an FTS5 match expression.
+"""What text of a turn gets indexed, and which words of a query BM25 searches for.
 
 Speaker names, image captions and the session date go into the indexed text: questions name
 people ("What did Maya adopt?") and times ("in May"), and a turn's own words rarely do.
@@ -64,9 +64,10 @@ def query_terms(query: str) -> list[str]:
     return list(seen)
 
 
-def fts_match(query: str) -> str:
-    """An FTS5 expression ORing the query's terms, each quoted so no syntax can be injected."""
+def match_terms(query: str) -> list[str]:
+    """The words BM25 searches for: the query's content words, or all its words if it has none."""
     terms = query_terms(query)
     if not terms:  # only stopwords: use them rather than return nothing
         terms = list(dict.fromkeys(_WORD.findall(query.lower())))
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    return terms
+

@@ -85,8 +85,55 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_namespace_bm25(db: sqlite3.Connection) -> None:
+    """What BM25 needs to count its statistics per namespace prefix (:mod:`ctxmem_plugin.bm25`)."""
+    _run(
+        db,
+        """
+        -- The FTS5 postings, one row per token occurrence: (term, doc, col, offset).
+        CREATE VIRTUAL TABLE turns_fts_instance USING fts5vocab(turns_fts, 'instance');
+
+        -- Each turn's length in FTS5 tokens; the store sets it on insert.
+        ALTER TABLE turns ADD COLUMN n_tokens INTEGER NOT NULL DEFAULT 0;
+        """,
+    )
+    # Turns written before this migration: their lengths as the FTS index holds them.
+    lengths = db.execute("SELECT doc, count(*) FROM turns_fts_instance GROUP BY doc").fetchall()
+    db.executemany("UPDATE turns SET n_tokens = ? WHERE id = ?", [(n, doc) for doc, n in lengths])
+    _run(
+        db,
+        """
+        -- Turns and tokens per exact namespace, kept by triggers in the writing transaction.
+        CREATE TABLE namespace_stats (
+            namespace TEXT PRIMARY KEY,
+            turns     INTEGER NOT NULL,
+            tokens    INTEGER NOT NULL
+        );
+        INSERT INTO namespace_stats(namespace, turns, tokens)
+            SELECT namespace, count(*), total(n_tokens) FROM turns GROUP BY namespace;
+        CREATE TRIGGER turns_stats_ai AFTER INSERT ON turns BEGIN
+            INSERT INTO namespace_stats(namespace, turns, tokens) VALUES (new.namespace, 1, new.n_tokens)
+                ON CONFLICT(namespace) DO UPDATE SET turns = turns + 1, tokens = tokens + excluded.tokens;
+        END;
+        CREATE TRIGGER turns_stats_ad AFTER DELETE ON turns BEGIN
+            UPDATE namespace_stats SET turns = turns - 1, tokens = tokens - old.n_tokens
+                WHERE namespace = old.namespace;
+            DELETE FROM namespace_stats WHERE namespace = old.namespace AND turns = 0;
+        END;
+        CREATE TRIGGER turns_stats_au AFTER UPDATE OF namespace, n_tokens ON turns BEGIN
+            UPDATE namespace_stats SET turns = turns - 1, tokens = tokens - old.n_tokens
+                WHERE namespace = old.namespace;
+            DELETE FROM namespace_stats WHERE namespace = old.namespace AND turns = 0;
+            INSERT INTO namespace_stats(namespace, turns, tokens) VALUES (new.namespace, 1, new.n_tokens)
+                ON CONFLICT(namespace) DO UPDATE SET turns = turns + 1, tokens = tokens + excluded.tokens;
+        END;
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_namespace_bm25", _m002_namespace_bm25),
 ]
 
 
@@ -108,3 +155,18 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute("ROLLBACK")
             raise
     return len(MIGRATIONS)
+
+
+def require_current(db: sqlite3.Connection, path: object) -> None:
+    """Refuse to read a memory whose schema is older than this code (reading cannot migrate it)."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    if current < len(MIGRATIONS):
+        raise CtxMemError(
+            f"{path}: memory schema version {current} predates this ctxmem-plugin ({len(MIGRATIONS)}); "
+            "upgrade it once with `ctxmem-plugin upgrade --memory DIR` (or open it for writing)"
+        )
+    if current > len(MIGRATIONS):
+        raise CtxMemError(
+            f"memory schema version {current} is newer than this ctxmem-plugin understands "
+            f"({len(MIGRATIONS)}); upgrade ctxmem-plugin"
+        )

@@ -22,7 +22,7 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.indexing import fts_match, query_terms
+from ctxmem_plugin.indexing import match_terms, query_terms
 from ctxmem_plugin.store import LongTermStore
 from ctxmem_plugin.vector_index import VectorIndex
 
@@ -182,8 +182,8 @@ class HybridRetriever:
         pool = pool or cfg.pool
         dim = query_vector.shape[0]
         allowed = self.store.ids_in(prefix, filters)
-        match = fts_match(query)
-        bm25_hits = self.store.bm25(match, prefix, filters, limit=pool) if method != "dense" else []
+        bm25_all = self.store.bm25(match_terms(query), prefix, filters) if method != "dense" else {}
+        bm25_hits = sorted(bm25_all.items(), key=lambda kv: (-kv[1], kv[0]))[:pool]
         dense_ids, _ = self.index.search(query_vector, pool, allowed) if method != "bm25" else (np.zeros(0, np.int64), None)
         probe_ids: list[int] = []
         if probe is not None and probe_pool > 0 and method == "hybrid":
@@ -212,8 +212,9 @@ class HybridRetriever:
         # Both scores for every candidate, whichever signal found it.
         bm25 = np.zeros(n)
         bm25_present = np.zeros(n, dtype=bool)
-        for i, s in (bm25_hits if method == "bm25" else self.store.bm25(match, prefix, filters, ids=ids_list)):
-            bm25[pos[i]], bm25_present[pos[i]] = s, True
+        for i in ids_list:
+            if i in bm25_all:
+                bm25[pos[i]], bm25_present[pos[i]] = bm25_all[i], True
         vectors = self.store.vectors(ids_list, dim)  # (n, d)
         dense = vectors @ query_vector.astype(np.float32)  # (n,)
         prev_pos = np.array([pos.get(neigh.get(int(i), (None, None))[0] or -1, -1) for i in ids])

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ctxmem_plugin import bm25 as bm25_scoring
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters, compile_filters
-from ctxmem_plugin.migrations import migrate
+from ctxmem_plugin.migrations import migrate, require_current
 from ctxmem_plugin.records import StoredTurn, Turn
 
 DB_NAME = "memory.sqlite3"
@@ -63,10 +64,18 @@ class LongTermStore:
         self.db.execute("PRAGMA secure_delete=ON")
         if not read_only:
             migrate(self.db)
+        else:
+            require_current(self.db, self.path)
         self.db.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
+        self.tokenizer = bm25_scoring.Tokenizer()
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The last migration applied (``PRAGMA user_version``)."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     # -- transactions and meta -------------------------------------------------------------
 
@@ -110,7 +119,8 @@ class LongTermStore:
         now = time.time() if now is None else now
         ids: list[int] = []
         replaced: list[int] = []
-        for row in rows:
+        lengths = self.tokenizer.lengths([row.index_text for row in rows])
+        for row, n_tokens in zip(rows, lengths):
             turn = row.turn
             created = now
             if turn.key is not None:
@@ -123,8 +133,8 @@ class LongTermStore:
                     self.db.execute("DELETE FROM turns WHERE id = ?", (old["id"],))
             cur = self.db.execute(
                 "INSERT INTO turns(namespace, key, role, speaker, content, index_text, timestamp,"
-                " created_at, updated_at, metadata, content_hash, vector)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, metadata, content_hash, vector, n_tokens)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key,
                     turn.key,
@@ -138,6 +148,7 @@ class LongTermStore:
                     json.dumps(turn.metadata, ensure_ascii=False),
                     row.content_hash,
                     np.asarray(row.vector, dtype=np.float32).tobytes(),
+                    n_tokens,
                 ),
             )
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
@@ -236,33 +247,24 @@ class LongTermStore:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def bm25(
-        self,
-        match: str,
-        prefix: ns.Namespace,
-        filters: Filters | None = None,
-        *,
-        limit: int = 100,
-        ids: Sequence[int] | None = None,
-    ) -> list[tuple[int, float]]:
-        """BM25 hits ``(id, score)`` (higher is better) under ``prefix``; or scores of ``ids``."""
-        if not match:
-            return []
+    def bm25(self, terms: Sequence[str], prefix: ns.Namespace, filters: Filters | None = None) -> dict[int, float]:
+        """BM25 of every turn under ``prefix`` (and ``filters``) that holds a term; higher is better.
+
+        The statistics are those of the prefix alone (:mod:`ctxmem_plugin.bm25`): turns outside
+        it never change these scores. ``filters`` narrow the turns scored, not the statistics.
+        """
+        if not terms:
+            return {}
         low, high = ns.prefix_range(prefix)
+        found = bm25_scoring.scores(self.db, self.tokenizer.tokens(list(terms)), low, high)
+        if not filters or not found:
+            return found
         cond, params = compile_filters(filters)
-        sql = (
-            "SELECT t.id, -bm25(turns_fts) AS s FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
-            f" WHERE turns_fts MATCH ? AND t.namespace >= ? AND t.namespace < ? AND {cond}"
-        )
-        args: list[Any] = [match, low, high, *params]
-        if ids is not None:
-            out: list[tuple[int, float]] = []
-            for chunk in _chunks(list(ids)):
-                q = sql + f" AND t.id IN ({','.join('?' * len(chunk))})"
-                out += [(r[0], float(r[1])) for r in self.db.execute(q, (*args, *chunk))]
-            return out
-        rows = self.db.execute(sql + " ORDER BY s DESC, t.id LIMIT ?", (*args, limit))
-        return [(r[0], float(r[1])) for r in rows]
+        kept: set[int] = set()
+        for chunk in _chunks(list(found)):
+            q = f"SELECT t.id FROM turns t WHERE t.id IN ({','.join('?' * len(chunk))}) AND {cond}"
+            kept.update(r[0] for r in self.db.execute(q, (*chunk, *params)))
+        return {i: s for i, s in found.items() if i in kept}
 
     def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id, ``(dim,)`` float32 each; unknown ids are left out."""

@@ -1,0 +1,117 @@
+"""BM25 scored with the statistics of the namespace prefix searched, never of the whole memory.
+
+SQLite FTS5's own ``bm25()`` takes the turn count, the mean turn length and each term's document
+frequency over the whole FTS table. One namespace's scores, and so its rankings, would then move
+whenever another namespace gained or lost turns, and a benchmark's figures would depend on which
+conversations were ingested before. Here FTS5 still holds the postings (term -> turn, position),
+read through the ``fts5vocab`` table ``turns_fts_instance``, but the statistics are counted under
+the prefix searched: a namespace scores exactly as it would alone in its memory, which is what
+FTS5's ``bm25()`` gives a memory that holds nothing else (tested).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+
+# The tokenizer of ``turns_fts`` (migration 001). Lengths and query terms are tokenized with it
+# so that they are counted in the FTS index's own tokens.
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+K1, B = 1.2, 0.75  # FTS5's bm25() constants
+_MIN_IDF = 1e-6  # FTS5 clamps the idf of a term in more than half the turns to this
+
+
+class Tokenizer:
+    """FTS5's tokenizer, run in a private in-memory table (SQLite exposes it no other way)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE scratch USING fts5(text, tokenize='{TOKENIZE}')")
+        self._db.execute("CREATE VIRTUAL TABLE scratch_tokens USING fts5vocab(scratch, 'instance')")
+        self._lock = threading.Lock()  # one scratch table, shared by the store's threads
+
+    def tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's tokens in order (stemmed, lower-cased, without diacritics)."""
+        out: list[list[str]] = [[] for _ in texts]
+        if not texts:
+            return out
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO scratch(rowid, text) VALUES (?, ?)", enumerate(texts))
+                rows = self._db.execute("SELECT doc, term FROM scratch_tokens ORDER BY doc, offset").fetchall()
+            finally:
+                self._db.execute("ROLLBACK")  # the scratch table is emptied again
+        for doc, term in rows:
+            out[doc].append(term)
+        return out
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts: the turn lengths BM25 normalises by."""
+        return [len(t) for t in self.tokens(texts)]
+
+
+def idf(turns: float, hits: int) -> float:
+    """FTS5's idf: ``log((N - n + 0.5) / (n + 0.5))``, clamped to a small positive value."""
+    value = math.log((turns - hits + 0.5) / (hits + 0.5))
+    return value if value > 0.0 else _MIN_IDF
+
+
+def phrase_counts(db: sqlite3.Connection, phrase: Sequence[str], low: str, high: str) -> tuple[dict[int, int], dict[int, int]]:
+    """``(occurrences per turn, length per turn)`` of a phrase of tokens, for turns under the prefix."""
+    sql = (
+        "SELECT v.doc, v.offset, t.n_tokens FROM turns_fts_instance v CROSS JOIN turns t ON t.id = v.doc"
+        " WHERE v.term = ? AND t.namespace >= ? AND t.namespace < ?"
+    )
+    lengths: dict[int, int] = {}
+    if len(phrase) == 1:
+        counts: dict[int, int] = {}
+        grouped = sql.replace("v.offset", "count(*)") + " GROUP BY v.doc"
+        for doc, n, length in db.execute(grouped, (phrase[0], low, high)):
+            counts[doc], lengths[doc] = n, length
+        return counts, lengths
+    # A phrase (a query word the tokenizer splits, e.g. at "_") occurs where its tokens follow
+    # each other, as in FTS5's own phrase matching.
+    starts: set[tuple[int, int]] | None = None
+    for k, token in enumerate(phrase):
+        at = set()
+        for doc, offset, length in db.execute(sql, (token, low, high)):
+            at.add((doc, offset - k))
+            lengths[doc] = length
+        starts = at if starts is None else starts & at
+    counts = {}
+    for doc, _ in starts or ():
+        counts[doc] = counts.get(doc, 0) + 1
+    return counts, {d: lengths[d] for d in counts}
+
+
+def prefix_stats(db: sqlite3.Connection, low: str, high: str) -> tuple[int, int]:
+    """``(turns, tokens)`` under the prefix, from the per-namespace counters the triggers keep."""
+    turns, tokens = db.execute(
+        "SELECT total(turns), total(tokens) FROM namespace_stats WHERE namespace >= ? AND namespace < ?", (low, high)
+    ).fetchone()
+    return int(turns), int(tokens)
+
+
+def scores(db: sqlite3.Connection, phrases: Iterable[Sequence[str]], low: str, high: str) -> dict[int, float]:
+    """BM25 of every turn under ``[low, high)`` that holds at least one phrase (higher is better).
+
+    Each phrase adds ``idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len / avg_len))``, as in
+    FTS5; a phrase given twice counts twice, as it does in an FTS5 OR-query.
+    """
+    turns, tokens = prefix_stats(db, low, high)
+    if turns == 0:
+        return {}
+    avg = tokens / turns
+    out: dict[int, float] = {}
+    for phrase in phrases:
+        if not phrase:
+            continue
+        counts, lengths = phrase_counts(db, phrase, low, high)
+        weight = idf(turns, len(counts))
+        for doc, f in counts.items():
+            norm = K1 * (1.0 - B + B * lengths[doc] / avg)
+            out[doc] = out.get(doc, 0.0) + weight * (f * (K1 + 1.0)) / (f + norm)
+    return out
