@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 # so that they are counted in the FTS index's own tokens.
 TOKENIZE = "porter unicode61 remove_diacritics 2"
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
-_MIN_IDF = 1e-6  # FTS5 clamps the idf of a term in more than half the turns to this
+_MIN_IDF = 1e-6  # FTS5 clamps the idf of a term in half the turns or more to this
 
 
 class Tokenizer:
