@@ -106,10 +106,14 @@ def scores(db: sqlite3.Connection, phrases: Iterable[Sequence[str]], low: str, h
         return {}
     avg = tokens / turns
     out: dict[int, float] = {}
+    read: dict[tuple[str, ...], tuple[dict[int, int], dict[int, int]]] = {}  # "run" for "runs running"
     for phrase in phrases:
         if not phrase:
             continue
-        counts, lengths = phrase_counts(db, phrase, low, high)
+        key = tuple(phrase)
+        if key not in read:
+            read[key] = phrase_counts(db, phrase, low, high)
+        counts, lengths = read[key]
         weight = idf(turns, len(counts))
         for doc, f in counts.items():
             norm = K1 * (1.0 - B + B * lengths[doc] / avg)

@@ -242,7 +242,7 @@ def forget(memory_dir: Path, namespace: str, yes: bool) -> None:
         raise MemoryNotFoundError(f"no memory at {memory_dir}")
     if not yes and sys.stdin.isatty():
         click.confirm(f"Forget everything under {namespace}?", abort=True)
-    with ContextMemory(memory_dir, encoder=_forget_encoder(memory_dir)) as memory:
+    with ContextMemory(memory_dir, encoder=_stand_in_encoder(memory_dir)) as memory:
         count = memory.forget(space)
     click.echo(f"forgot {count} turns under {namespace}")
 
@@ -277,8 +277,8 @@ def reembed(memory_dir: Path, model: Path | None, encoder: Path | None, device: 
         click.echo(f"re-encoded {count} turns with {memory.encoder.name} (was {before})")
 
 
-def _forget_encoder(memory_dir: Path) -> Any:
-    """An encoder stand-in with the memory's own name and width (forget embeds nothing).
+def _stand_in_encoder(memory_dir: Path) -> Any:
+    """An encoder stand-in with the memory's own name and width (forget and upgrade embed nothing).
 
     Read from the ``meta`` table directly, which every schema version has, so that a memory
     written by an earlier version can still be opened for writing (and upgraded) this way.
@@ -309,7 +309,7 @@ def upgrade(memory_dir: Path) -> None:
 
     if not (memory_dir / "memory.sqlite3").is_file():
         raise MemoryNotFoundError(f"no memory at {memory_dir}")
-    with ContextMemory(memory_dir, encoder=_forget_encoder(memory_dir)) as memory:
+    with ContextMemory(memory_dir, encoder=_stand_in_encoder(memory_dir)) as memory:
         version = memory.store.schema_version
     click.echo(f"{memory_dir}: storage schema version {version}, current")
 

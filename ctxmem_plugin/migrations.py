@@ -137,14 +137,18 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
 ]
 
 
-def migrate(db: sqlite3.Connection) -> int:
-    """Apply every migration newer than the database; return the schema version reached."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
+def _refuse_newer(current: int) -> None:
     if current > len(MIGRATIONS):
         raise CtxMemError(
             f"memory schema version {current} is newer than this ctxmem-plugin understands "
             f"({len(MIGRATIONS)}); upgrade ctxmem-plugin"
         )
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; return the schema version reached."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    _refuse_newer(current)
     for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -165,8 +169,4 @@ def require_current(db: sqlite3.Connection, path: object) -> None:
             f"{path}: memory schema version {current} predates this ctxmem-plugin ({len(MIGRATIONS)}); "
             "upgrade it once with `ctxmem-plugin upgrade --memory DIR` (or open it for writing)"
         )
-    if current > len(MIGRATIONS):
-        raise CtxMemError(
-            f"memory schema version {current} is newer than this ctxmem-plugin understands "
-            f"({len(MIGRATIONS)}); upgrade ctxmem-plugin"
-        )
+    _refuse_newer(current)

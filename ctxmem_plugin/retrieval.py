@@ -182,7 +182,10 @@ class HybridRetriever:
         pool = pool or cfg.pool
         dim = query_vector.shape[0]
         allowed = self.store.ids_in(prefix, filters)
-        bm25_all = self.store.bm25(match_terms(query), prefix, filters) if method != "dense" else {}
+        allowed_set = set(allowed.tolist()) if filters else None
+        bm25_all = self.store.bm25(match_terms(query), prefix) if method != "dense" else {}
+        if allowed_set is not None:  # filters narrow the turns scored, not BM25's statistics
+            bm25_all = {i: s for i, s in bm25_all.items() if i in allowed_set}
         bm25_hits = sorted(bm25_all.items(), key=lambda kv: (-kv[1], kv[0]))[:pool]
         dense_ids, _ = self.index.search(query_vector, pool, allowed) if method != "bm25" else (np.zeros(0, np.int64), None)
         probe_ids: list[int] = []
@@ -190,7 +193,6 @@ class HybridRetriever:
             probe_ids = [int(i) for i in self.index.search(probe, probe_pool, allowed)[0]]
         seed = list(dict.fromkeys([i for i, _ in bm25_hits] + [int(i) for i in dense_ids] + probe_ids))
         neigh = self.store.neighbours(seed) if seed else {}
-        allowed_set = set(allowed.tolist()) if filters else None
         ids_list = list(seed)
         if method == "hybrid" and cfg.neighbours:
             extra = {n for pair in neigh.values() for n in pair if n is not None}

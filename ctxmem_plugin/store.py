@@ -247,24 +247,16 @@ class LongTermStore:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def bm25(self, terms: Sequence[str], prefix: ns.Namespace, filters: Filters | None = None) -> dict[int, float]:
-        """BM25 of every turn under ``prefix`` (and ``filters``) that holds a term; higher is better.
+    def bm25(self, terms: Sequence[str], prefix: ns.Namespace) -> dict[int, float]:
+        """BM25 of every turn under ``prefix`` that holds a term; higher is better.
 
         The statistics are those of the prefix alone (:mod:`ctxmem_plugin.bm25`): turns outside
-        it never change these scores. ``filters`` narrow the turns scored, not the statistics.
+        it never change these scores.
         """
         if not terms:
             return {}
         low, high = ns.prefix_range(prefix)
-        found = bm25_scoring.scores(self.db, self.tokenizer.tokens(list(terms)), low, high)
-        if not filters or not found:
-            return found
-        cond, params = compile_filters(filters)
-        kept: set[int] = set()
-        for chunk in _chunks(list(found)):
-            q = f"SELECT t.id FROM turns t WHERE t.id IN ({','.join('?' * len(chunk))}) AND {cond}"
-            kept.update(r[0] for r in self.db.execute(q, (*chunk, *params)))
-        return {i: s for i, s in found.items() if i in kept}
+        return bm25_scoring.scores(self.db, self.tokenizer.tokens(list(terms)), low, high)
 
     def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id, ``(dim,)`` float32 each; unknown ids are left out."""
