@@ -31,10 +31,17 @@ candidates and cosines are checked against the first gathering's).
 ``--scorer-seeds 0,1,2`` trains each model once per seed on the same candidates (the encoder,
 the fusion and the gathering keep ``--seed``). A fold's row then holds the mean over the seeds
 under the model's name and each seed's figures under ``"<model> seeds"``, so that a change to
-the scorer can be told from the luck of one initialisation.
+the scorer can be told from the luck of one initialisation. ``"<model> ensemble"`` then ranks
+by the mean of the seeds' scores.
+
+``--members N`` (default: ``train``'s, 3) trains each model as ``train`` does: N members from
+seeds SEED..SEED+N-1, scored by their mean. Member k is trained exactly as a one-member model
+with seed SEED+k (tested), so ``--members 1 --scorer-seeds 0,1,2`` gives the 3-member model's
+ranking as its ``ensemble`` row, beside each member's own figures. With ``--members N``,
+repeats that share no member take seeds N apart (``--scorer-seeds 0,3,6`` for 3).
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--scorer-seeds 0,1,2]
+        [--scorer-seeds 0,1,2] [--members 3]
         [--followup-context question|answered] [--tune-encoder [--fold-cache DIR] [--fit-fusion]]
         [--out benchmarks/results/crossval.json]"""
 
@@ -96,6 +103,8 @@ def main() -> None:
     parser.add_argument("--scorer-seeds", default=None,
                         help="comma-separated seeds: train each model once per seed and report their mean (default: --seed)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--members", type=int, default=TrainConfig.members,
+                        help="members per model (seeds SEED..SEED+N-1, scores averaged), as train --members")
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
     parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
@@ -283,15 +292,17 @@ def main() -> None:
                 continue
             per_seed: dict[str, list[dict[str, float]]] = {key: [] for key in kinds.values() if key in row}
             secs, losses = 0.0, []
+            seed_scores: list[list[np.ndarray]] = []
             for scorer_seed in scorer_seeds:
                 cfg = replace(TrainConfig(), epochs=args.epochs, seed=scorer_seed, use_slots=use_slots, lr=args.lr,
                               batch_size=args.batch_size, slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
-                              focus_rate=args.focus_rate, focus_pool=args.focus_pool)
+                              focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members)
                 t0 = time.perf_counter()
                 model, log = train(train_data, cfg)
                 secs += time.perf_counter() - t0
                 losses.append(log[-1]["loss"])
                 scores = score_examples(model, sub, list(range(len(sub.examples))), cfg.write_chunk)
+                seed_scores.append(scores)
                 for kind, key in kinds.items():
                     if key in per_seed:
                         r = ranks(sub, idx[kind], [scores[i] for i in idx[kind]])
@@ -300,6 +311,13 @@ def main() -> None:
                 row[key][name] = {m: float(np.mean([f[m] for f in seeds_figures])) for m in seeds_figures[0]}  # type: ignore[index]
                 if len(scorer_seeds) > 1:
                     row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
+            if len(scorer_seeds) > 1:
+                # The seeds' scorers as one ensemble: each candidate's scores averaged over the seeds.
+                mean_scores = [np.mean([s[i] for s in seed_scores], axis=0) for i in range(len(sub.examples))]
+                for kind, key in kinds.items():
+                    if key in per_seed:
+                        r = ranks(sub, idx[kind], [mean_scores[i] for i in idx[kind]])
+                        row[key][f"{name} ensemble"] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
             runs = len(scorer_seeds) * args.epochs
             row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / runs, "final_loss": float(np.mean(losses)),
                          "scorer_seeds": scorer_seeds}
@@ -325,7 +343,7 @@ def main() -> None:
             continue
         print(f"\n{key}: mean over folds (std)")
         print(f"{'method':<14}" + "".join(f"{'R@' + str(k):>16}" for k in KS))
-        for method in ("dense", "hybrid-shipped", "hybrid", *methods):
+        for method in ("dense", "hybrid-shipped", "hybrid", *methods, *(f"{m} ensemble" for m in methods)):
             if any(method not in r[key] for r in have):  # type: ignore[operator]
                 continue
             for k in KS:

@@ -103,7 +103,7 @@ def time_slots(args: argparse.Namespace, results: dict[str, object]) -> None:
     model.eval()
     chunk = TrainConfig().write_chunk
     with torch.no_grad():
-        slots = model.slots.init_slots(1)
+        slots = model.init_slots(1)
         rng = torch.Generator().manual_seed(0)
         history = torch.nn.functional.normalize(torch.randn(10_000 + chunk * 50, 384, generator=rng), dim=-1)
         feats = torch.zeros(history.shape[0], model.config.slots.feature_dim)
@@ -120,11 +120,12 @@ def time_slots(args: argparse.Namespace, results: dict[str, object]) -> None:
             print(f"slot write at history {at:>6}: {per_turn * 1e6:.1f} us per turn (chunks of {chunk})")
         results["slot_write_us_per_turn"] = {str(k): v * 1e6 for k, v in timings.items()}
     cfg = model.config.slots
-    slot_bytes = cfg.num_slots * cfg.dim * 4
+    slot_bytes = model.state_slots * cfg.dim * 4  # every member's slots
     raw_bytes = 600 * cfg.dim * 4
     results["compression_600_turns"] = {"slot_state_bytes": slot_bytes, "history_embedding_bytes": raw_bytes, "ratio": raw_bytes / slot_bytes}
     print(f"slot state {slot_bytes} B vs 600 turn embeddings {raw_bytes} B: {raw_bytes / slot_bytes:.1f}x smaller")
     results["slot_write_rule"] = cfg.write_rule
+    results["members"] = model.config.members
 
 
 if __name__ == "__main__":

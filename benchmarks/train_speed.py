@@ -1,12 +1,12 @@
 """Training time per epoch on one device: run the same training on the CPU and on a GPU.
 
-Trains the default model (slots, focus, scorer) on a gathered data set (the ``--cache`` file of
+Trains the default model (slots, focus, scorer; 3 members, each trained in turn) on a gathered data set (the ``--cache`` file of
 ``locomo_crossval.py``, or a part of it) and prints each epoch's seconds and loss. The same
 file, seed and settings on two devices give the comparison; ``--save-subset`` writes a smaller
 file of some conversations to carry to another machine.
 
     python benchmarks/train_speed.py --cache DATA.npz [--convs conv-26,conv-30] [--device cuda]
-        [--epochs 3] [--out benchmarks/results/train_speed.json] [--save-subset SMALL.npz]
+        [--epochs 3] [--members 3] [--out benchmarks/results/train_speed.json] [--save-subset SMALL.npz]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--convs", default="", help="comma-separated conversation names to keep (default: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--members", type=int, default=TrainConfig.members, help="model members (each trained in turn)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     parser.add_argument("--save-subset", default=None, help="write the kept conversations' data here and stop")
@@ -48,7 +49,7 @@ def main() -> None:
         save_dataset(data, Path(args.save_subset), compress=True)
         print(f"wrote {data.describe()} of {names} to {args.save_subset}")
         return
-    cfg = replace(TrainConfig(), epochs=args.epochs, focus_rate=data.focus_rate or 0.0, focus_pool=data.focus_pool)
+    cfg = replace(TrainConfig(), epochs=args.epochs, members=args.members, focus_rate=data.focus_rate or 0.0, focus_pool=data.focus_pool)
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"training on {args.device} ({device_name}), {torch.get_num_threads()} CPU threads, data {data.describe()}", flush=True)
     began = time.perf_counter()

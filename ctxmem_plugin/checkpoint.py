@@ -5,12 +5,16 @@ Weights are stored with safetensors only (never pickle, so loading a model canno
 SHA-256 of the weights file, and the caller's ``"extra"`` dict::
 
     {"model": {"slots": {...}, "scorer": {...}, "encoder": "...", "feature_names": [...],
-               "version": 1, "encoder_dir": null},
+               "version": 1, "encoder_dir": null, "members": 3},
      "weights_sha256": "9f2c...",
      "extra": {...}}
 
 A model trained with a fine-tuned encoder keeps it in ``encoder/`` (``"encoder_dir":
 "encoder"``, see :mod:`ctxmem_plugin.tuned_encoder`); loading checks it too.
+
+The weights of member ``k`` are named ``members.<k>.slots.*`` and ``members.<k>.scorer.*``.
+A model saved before members existed (no ``members`` field, tensors named ``slots.*`` and
+``scorer.*``) loads as one member.
 
 The hash ties the two files together: a corrupted weights file, or a save interrupted between
 the two file replacements, is reported instead of silently loading mismatched weights.
@@ -40,6 +44,8 @@ from ctxmem_plugin.tuned_encoder import encoder_dir_problems
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _TOP_LEVEL_KEYS = ("model", "weights_sha256", "extra")
+# Fields that configs saved by earlier versions lack; their defaults rebuild those models.
+_ADDED_FIELDS = {"model.members"}
 
 
 def save_model(model: CtxMemModel, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
@@ -111,6 +117,8 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
     config, _, expected_sha = _read_config(directory, problems)
     tensors = _read_weights(directory / WEIGHTS_NAME, expected_sha, problems)
     model = CtxMemModel(config) if config is not None else None
+    if tensors is not None and config is not None and config.members == 1:
+        tensors = _single_member_layout(tensors)
     if model is not None and tensors is not None:
         problems += _compare_state(model.state_dict(), tensors)
     if config is not None and config.encoder_dir is not None:
@@ -119,6 +127,13 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
         raise _error(directory, problems)
     model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval()
+
+
+def _single_member_layout(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Weights saved before models had members (``slots.*``, ``scorer.*``) as member 0's."""
+    if any(key.startswith("members.") for key in tensors):
+        return tensors
+    return {f"members.0.{key}": value for key, value in tensors.items()}
 
 
 def _require_directory(directory: Path) -> None:
@@ -198,7 +213,7 @@ def _check_fields(data: dict[str, Any], cls: type, where: str, problems: list[st
     for key in sorted(set(data) - names):
         problems.append(f"{CONFIG_NAME}: unknown config field {where}.{key}")
     for f in fields(cls):
-        if f.name not in data:
+        if f.name not in data and f"{where}.{f.name}" not in _ADDED_FIELDS:
             required = f.default is MISSING and f.default_factory is MISSING
             kind = "required " if required else ""
             problems.append(f"{CONFIG_NAME}: missing {kind}config field {where}.{f.name}")

@@ -350,6 +350,8 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cues", default=200, show_default=True, type=click.IntRange(0), help="Self-supervised cues per conversation.")
 @click.option("--no-slots", is_flag=True, help="Train the scorer without the slot memory (ablation).")
+@click.option("--members", default=3, show_default=True, type=click.IntRange(1, 32),
+              help="Members trained alike from seeds SEED, SEED+1, ...; the model scores with their mean.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option("--encoder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Local sentence-transformers model dir (default: bundled all-MiniLM-L6-v2).")
@@ -363,7 +365,7 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
               help="Choose the BM25/dense fusion that ranks the logs' labelled questions best and keep it in the model "
                    "[default: fit when the logs hold 100 labelled questions or more].")
 @handle_errors
-def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool,
+def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool, members: int,
           device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int,
           encoder_negatives: int, fit: bool | None) -> None:
     """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
@@ -379,12 +381,12 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
 
     from tqdm import tqdm
 
-    from ctxmem_plugin.encoder import resolve_device
+    from ctxmem_plugin.encoder import MemoEncoder, resolve_device
     from ctxmem_plugin.training import TrainConfig, init_distributed, resume_config
     from ctxmem_plugin.training import train as run_training
     from ctxmem_plugin.training_data import FOLLOWUPS_PER_CONVERSATION, gather, load_conversations
 
-    cfg = TrainConfig(epochs=epochs, seed=seed, use_slots=not no_slots)
+    cfg = TrainConfig(epochs=epochs, seed=seed, use_slots=not no_slots, members=members)
     if resume:
         if not (out / "train_log.json").is_file():
             raise UsageFailure(f"--resume: no train_log.json in {out}")
@@ -393,7 +395,9 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     convs = load_conversations(files)
     # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
     _, _, dev = init_distributed(resolve_device(device))
-    enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, encoder_negatives, seed, resume)
+    tuned_enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, encoder_negatives, seed, resume)
+    # The fusion fit and the gathering embed the same turns and questions: the second takes the first's vectors.
+    enc = MemoEncoder(tuned_enc)
     retrieval, fusion = _training_fusion(convs, out, enc, cfg, fit, resume)
     followups = FOLLOWUPS_PER_CONVERSATION if cfg.focus_rate > 0 else 0
     queries = sum(len(c.questions) for c in convs) + (cues + followups) * len(convs)
@@ -408,14 +412,15 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
 
         _, log = run_training(
             data, cfg, out, resume=resume, device=dev, progress=progress, encoder_dir=encoder_dir,
-            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning, **fusion},
+            extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning, **fusion,
+                       "embedding": {"texts_encoded": enc.encoded, "texts_reused": enc.reused}},
         )
     tuned = f" (encoder tuned on {tuning['encoder_tuning']['pairs']} pairs)" if tuning else ""
     if fusion.get("fusion", {}).get("chosen"):
         chosen = fusion["fusion"]["chosen"]
         tuned += f" (fusion refit: BM25 {chosen['bm25_weight']:g}, dense floor {chosen['dense_floor']:g}, neighbour {chosen['neighbour_weight']:g})"
     click.echo(
-        f"trained {len(log)} epochs on {data.describe()['examples']} examples from {len(convs)} conversations{tuned} "
+        f"trained {len(log)} epochs of {cfg.members} member(s) on {data.describe()['examples']} examples from {len(convs)} conversations{tuned} "
         f"in {time.perf_counter() - began:.0f}s; final loss {log[-1]['loss']:.4f}; wrote {out}"
     )
 

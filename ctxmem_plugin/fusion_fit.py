@@ -163,9 +163,8 @@ def fit_fusion_on(
     settings (cues and follow-ups are asked after them), so what is fitted here is what training
     sees. ``None`` below ``min_questions`` questions.
 
-    This pass embeds the turns and questions that the full gathering embeds again (about 2 of
-    the 19 minutes of ``train`` on the LoCoMo dev file). Reusing them would take vectors from
-    differently composed batches, which may differ in the last bits from the full gathering's.
+    It embeds the turns and questions that the full gathering embeds again: pass both an
+    :class:`~ctxmem_plugin.encoder.MemoEncoder` (as ``train`` does) to embed them once.
     """
     if sum(len(c.questions) for c in conversations) < max(min_questions, 1):
         return None

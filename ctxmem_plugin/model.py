@@ -1,14 +1,19 @@
 """The trained artefact: slot memory plus re-ranking scorer, built from one config.
 
 :class:`ModelConfig` is what ``config.json`` holds (see :mod:`ctxmem_plugin.checkpoint`);
-:class:`CtxMemModel` is rebuilt from it before the weights are loaded.
+:class:`CtxMemModel` is rebuilt from it before the weights are loaded. A model holds
+``config.members`` members (:class:`Member`: a slot memory and a scorer each), trained alike
+from different seeds; it scores with the mean of their scores, which held out ranks a little
+better than its members do alone (docs/training.md, Members).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ctxmem_plugin.scorer import CtxMemScorer, ScorerConfig
@@ -32,6 +37,8 @@ class ModelConfig:
         version: format version of the saved model.
         encoder_dir: ``"encoder"`` when the model directory carries its own (fine-tuned) encoder
             there, named ``encoder``; ``None`` when the encoder lives elsewhere.
+        members: how many members (slot memory + scorer, same configs, own weights) the
+            model averages. A config saved before members existed has one.
     """
 
     slots: SlotConfig
@@ -40,6 +47,7 @@ class ModelConfig:
     feature_names: tuple[str, ...]
     version: int = MODEL_VERSION
     encoder_dir: str | None = None
+    members: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, SlotConfig) or not isinstance(self.scorer, ScorerConfig):
@@ -64,6 +72,8 @@ class ModelConfig:
             raise ValueError("scorer.focus needs slots.focus_rate > 0 (a focus slot)")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValueError(f"version must be an int >= 1, got {self.version!r}")
+        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f"members must be an int >= 1, got {self.members!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict."""
@@ -74,6 +84,7 @@ class ModelConfig:
             "feature_names": list(self.feature_names),
             "version": self.version,
             "encoder_dir": self.encoder_dir,
+            "members": self.members,
         }
 
     @classmethod
@@ -92,11 +103,11 @@ class ModelConfig:
         return cls(**args)
 
 
-class CtxMemModel(nn.Module):
-    """Slot memory and scorer together, as trained and saved.
+class Member(nn.Module):
+    """One slot memory and one scorer, as trained together.
 
     Args:
-        config: the model's config; kept as ``self.config`` and saved with the weights.
+        config: the model's config (its ``members`` count is not used here).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -104,6 +115,23 @@ class CtxMemModel(nn.Module):
         self.config = config
         self.slots = SlotMemory(config.slots)
         self.scorer = CtxMemScorer(config.scorer)
+
+    @property
+    def state_slots(self) -> int:
+        """Rows of this member's slot state: the slots, the focus slot included."""
+        return self.config.slots.num_slots
+
+    def init_slots(self, batch: int) -> Tensor:
+        """The learned initial slots of ``batch`` new sessions ``(batch, state_slots, d)``."""
+        return self.slots.init_slots(batch)
+
+    def write(self, slots: Tensor, turns: Tensor, mask: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """Fold a chunk of turns into the slots (:meth:`SlotMemory.write`)."""
+        return self.slots.write(slots, turns, mask, features)
+
+    def focus(self, slots: Tensor) -> Tensor | None:
+        """The focus slot ``(b, d)``, or None without one."""
+        return self.slots.focus(slots)
 
     def forward(
         self,
@@ -143,3 +171,81 @@ class CtxMemModel(nn.Module):
             features, cand_mask, query=q_ctx, attention=attn, cand=cand, slots=slots, focus=focus
         )
         return scores  # (b, n)
+
+
+class CtxMemModel(nn.Module):
+    """The members of a model together, as trained and saved; scores are their mean.
+
+    A namespace's slot state is the members' states side by side, ``(b, members * m, d)``, so
+    that it is stored and passed around as one tensor. With one member the model is exactly
+    that member (same state, same scores).
+
+    Args:
+        config: the model's config; kept as ``self.config`` and saved with the weights.
+        members: the members, if already built (training seeds each one); new ones by default.
+    """
+
+    def __init__(self, config: ModelConfig, members: Sequence[Member] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if members is not None and len(members) != config.members:
+            raise ValueError(f"config.members is {config.members}, got {len(members)} members")
+        self.members = nn.ModuleList(members if members is not None else (Member(config) for _ in range(config.members)))
+
+    @property
+    def slots(self) -> SlotMemory:
+        """The first member's slot memory (``explain`` shows its attention)."""
+        return self.members[0].slots  # type: ignore[return-value]
+
+    @property
+    def scorer(self) -> CtxMemScorer:
+        """The first member's scorer."""
+        return self.members[0].scorer  # type: ignore[return-value]
+
+    @property
+    def state_slots(self) -> int:
+        """Rows of a namespace's slot state: every member's slots, focus slots included."""
+        return self.config.members * self.config.slots.num_slots
+
+    def member_slots(self, slots: Tensor) -> list[Tensor]:
+        """Split a slot state ``(b, members * m, d)`` into each member's ``(b, m, d)``."""
+        return list(slots.split(self.config.slots.num_slots, dim=1))
+
+    def init_slots(self, batch: int) -> Tensor:
+        """Every member's initial slots for ``batch`` new sessions ``(batch, members * m, d)``."""
+        return torch.cat([m.init_slots(batch) for m in self.members], dim=1)
+
+    def write(self, slots: Tensor, turns: Tensor, mask: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """Fold a chunk of turns into every member's slots."""
+        parts = zip(self.members, self.member_slots(slots), strict=True)
+        return torch.cat([m.write(s, turns, mask, features) for m, s in parts], dim=1)
+
+    def focus(self, slots: Tensor) -> Tensor | None:
+        """The focus ``(b, d)``: a trace of the latest turns, the same in every member."""
+        return self.members[0].focus(self.member_slots(slots)[0])
+
+    def forward(
+        self,
+        features: Tensor,
+        cand_mask: Tensor | None,
+        query: Tensor,
+        cand: Tensor,
+        slots: Tensor,
+        focus: Tensor | None = None,
+    ) -> Tensor:
+        """The mean of the members' scores (:meth:`Member.forward`); ``slots`` is the state
+        ``(b, members * m, d)``. Returns ``(b, n)``, ``-inf`` at masked candidates."""
+        if self.config.members == 1:
+            only: Tensor = self.members[0](features, cand_mask, query, cand, slots, focus)
+            return only
+        # Members without slots ignore theirs: the caller may pass a stand-in of any shape.
+        parts = self.member_slots(slots) if self.config.scorer.use_slots else [slots] * self.config.members
+        outs = torch.stack(
+            [m(features, cand_mask, query, cand, s, focus) for m, s in zip(self.members, parts, strict=True)]
+        )  # (members, b, n)
+        mask = torch.ones_like(outs[0], dtype=torch.bool) if cand_mask is None else cand_mask.to(torch.bool)  # (b, n)
+        # Averaged as offsets from the base score: members that all return it (untrained) then
+        # give it back bit for bit, which a plain mean of equal floats does not promise.
+        base = features[..., self.config.scorer.base_score_index].masked_fill(~mask, 0.0)  # (b, n)
+        mean = (outs.masked_fill(~mask, 0.0) - base).mean(dim=0)  # (b, n)
+        return (base + mean).masked_fill(~mask, float("-inf"))

@@ -4,7 +4,7 @@ Slots are written in fixed chunks of ``write_chunk`` turns, the same chunks as i
 a namespace's slots depend only on its turns, never on how they were batched into ``add``
 calls. Full chunks are folded into the persisted state; the turns of a last, partial chunk are
 written on the fly when the slots are read. Either way a write costs the same at turn 10 as at
-turn 10,000: the state is ``num_slots x dim`` whatever the history length.
+turn 10,000: the state is ``members x num_slots x dim`` whatever the history length.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ class RuntimeSettings:
 
 
 def write_chunks(model: CtxMemModel, slots: torch.Tensor, vectors: torch.Tensor, feats: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Fold turns into slots ``chunk`` at a time; slots ``(1, m, d)``, vectors ``(t, d)``."""
+    """Fold turns into slots ``chunk`` at a time; slots ``(1, members * m, d)``, vectors ``(t, d)``."""
     for start in range(0, vectors.shape[0], chunk):
         v = vectors[start : start + chunk].unsqueeze(0)  # (1, c, d)
         f = feats[start : start + chunk].unsqueeze(0)  # (1, c, f)
-        slots = model.slots.write(slots, v, None, f if f.shape[-1] else None)  # (1, m, d)
+        slots = model.write(slots, v, None, f if f.shape[-1] else None)  # (1, members * m, d)
     return slots
 
 
@@ -162,7 +162,7 @@ class SlotRuntime:
     def describe(self) -> dict[str, Any]:
         cfg = self.model.config
         return {
-            "path": str(self.path), "id": self.model_id, "slots": cfg.slots.num_slots, "dim": cfg.slots.dim,
+            "path": str(self.path), "id": self.model_id, "slots": cfg.slots.num_slots, "members": cfg.members, "dim": cfg.slots.dim,
             "use_slots": cfg.scorer.use_slots, "pool": self.pool, "encoder": cfg.encoder,
         }
 
@@ -181,13 +181,13 @@ class SlotRuntime:
         """Slots after folding the full chunks of ``ids`` into the stored state; returns
         ``(slots, last folded id, folded count)`` without saving."""
         state = self.store.get_slot_state(namespace)
-        dim, m = self.model.config.slots.dim, self.model.config.slots.num_slots
+        dim, m = self.model.config.slots.dim, self.model.state_slots
         chunk = self.settings.write_chunk
         if state is not None and state[0] == self.model_id:
             slots = torch.from_numpy(np.frombuffer(state[3], dtype=np.float32).reshape(1, m, dim).copy()).to(self.device)
             last, count = state[1], state[2]
         else:
-            slots, last, count = self.model.slots.init_slots(1).to(self.device), 0, 0
+            slots, last, count = self.model.init_slots(1).to(self.device), 0, 0
         # Everything after the last folded turn: pending turns of a partial chunk plus new ones.
         pending_ids, pending_vecs = self._after(namespace, last, ids, vectors)
         full = (len(pending_ids) // chunk) * chunk
@@ -219,7 +219,7 @@ class SlotRuntime:
 
     @torch.no_grad()
     def slots_for(self, namespace: ns.Namespace) -> torch.Tensor:
-        """The namespace's current slots ``(1, m, d)``, the partial last chunk included."""
+        """The namespace's current slot state ``(1, members * m, d)``, the partial last chunk included."""
         empty = np.zeros(0, np.int64), np.zeros((0, self.model.config.slots.dim), np.float32)
         slots, last, _ = self._fold(namespace, *empty)
         pending_ids, pending_vecs = self._after(namespace, last, *empty)
@@ -236,7 +236,7 @@ class SlotRuntime:
         if not self.model.config.slots.has_focus:
             return None
         slots = self.slots_for(namespace) if slots is None else slots
-        focus = self.model.slots.focus(slots)[0].cpu().numpy()  # type: ignore[index]
+        focus = self.model.focus(slots)[0].cpu().numpy()  # type: ignore[index]
         return focus if float(np.linalg.norm(focus)) > 1e-6 else None
 
     def probe(self, query_vector: np.ndarray, focus: np.ndarray | None) -> np.ndarray | None:
@@ -268,7 +268,7 @@ class SlotRuntime:
         for space, members in groups.items():
             feats = torch.from_numpy(cands.features[members]).to(self.device).unsqueeze(0)  # (1, n, F)
             cand = torch.from_numpy(cands.vectors[members]).to(self.device).unsqueeze(0)  # (1, n, d)
-            slots = known[space] if known and space in known else self.slots_for(space)  # (1, m, d)
+            slots = known[space] if known and space in known else self.slots_for(space)  # (1, members * m, d)
             out = self.model(feats, None, q, cand, slots, given)[0].double().cpu().numpy()  # (n,)
             score[members] = out
             residual[members] = out - cands.features[members, 0]
@@ -277,8 +277,12 @@ class SlotRuntime:
 
     @torch.no_grad()
     def explain(self, query_vector: np.ndarray, namespace: ns.Namespace, store: LongTermStore, *, top_turns: int = 3) -> dict[str, Any]:
-        """Slot attention of a query, and for the most attended slots the turns closest to them."""
-        slots = self.slots_for(namespace)  # (1, m, d)
+        """Slot attention of a query, and for the most attended slots the turns closest to them.
+
+        With several members, the first member's: each member's slots are its own, and slot
+        ``i`` of one member has nothing to do with slot ``i`` of another.
+        """
+        slots = self.model.member_slots(self.slots_for(namespace))[0]  # (1, m, d)
         q = torch.from_numpy(query_vector.astype(np.float32)).to(self.device).unsqueeze(0)
         _, attention = self.model.slots.read(slots, q)  # (1, m)
         att = attention[0].cpu().numpy()

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ctxmem_plugin.checkpoint import load_model, read_config, save_model
 from ctxmem_plugin.errors import CheckpointError, InputError
-from ctxmem_plugin.model import CtxMemModel, ModelConfig
+from ctxmem_plugin.model import CtxMemModel, Member, ModelConfig
 from ctxmem_plugin.retrieval import FEATURE_NAMES
 from ctxmem_plugin.scorer import ScorerConfig, listwise_loss
 from ctxmem_plugin.slot_runtime import RuntimeSettings
@@ -68,6 +68,9 @@ class TrainConfig:
     focus_rate: float = 0.5
     focus_pool: int = 50
     slot_gate: bool = False  # see ScorerConfig.slot_gate; measured worse on follow-ups (training.md)
+    # Members trained alike, member k from seed ``seed + k``, and averaged (model.py): held
+    # out, 3 ranked a little better than their members alone (docs/training.md, Members).
+    members: int = 3
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | None = None) -> CtxMemModel:
@@ -75,7 +78,6 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | Non
 
     ``encoder_dir`` names the model directory's own tuned encoder, if it carries one.
     """
-    torch.manual_seed(cfg.seed)
     config = ModelConfig(
         slots=SlotConfig(
             dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, write_rule=cfg.slot_write_rule,
@@ -88,8 +90,14 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | Non
         encoder=encoder,
         feature_names=FEATURE_NAMES,
         encoder_dir=encoder_dir,
+        members=cfg.members,
     )
-    return CtxMemModel(config)
+    members = []
+    for k in range(cfg.members):
+        # Member k starts as a one-member model with seed ``seed + k`` would.
+        torch.manual_seed(cfg.seed + k)
+        members.append(Member(config))
+    return CtxMemModel(config, members)
 
 
 class _Batches:
@@ -143,7 +151,7 @@ class _Batches:
 class _LossModule(nn.Module):
     """Forward = the loss of one batch, so that ``DistributedDataParallel`` can wrap it."""
 
-    def __init__(self, model: CtxMemModel, chunk: int, cue_weight: float) -> None:
+    def __init__(self, model: CtxMemModel | Member, chunk: int, cue_weight: float) -> None:
         super().__init__()
         self.model = model
         self.chunk = chunk
@@ -153,10 +161,10 @@ class _LossModule(nn.Module):
     def conversation_slots(self, turns: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
         """Write every conversation into slots, chunk by chunk (all conversations batched)."""
         c = turns.shape[0]
-        slots = self.model.slots.init_slots(c)  # (c, m, d)
+        slots = self.model.init_slots(c)  # (c, m, d)
         for start in range(0, turns.shape[1], self.chunk):
             sl = slice(start, start + self.chunk)
-            slots = self.model.slots.write(slots, turns[:, sl], mask[:, sl], feats[:, sl] if feats.shape[-1] else None)
+            slots = self.model.write(slots, turns[:, sl], mask[:, sl], feats[:, sl] if feats.shape[-1] else None)
         return slots
 
     def forward(
@@ -256,7 +264,7 @@ def train(
     progress: Callable[[int, float], None] | None = None,
     extra_log: dict[str, Any] | None = None,
     encoder_dir: str | None = None,
-) -> tuple[CtxMemModel, list[dict[str, float]]]:
+) -> tuple[CtxMemModel, list[dict[str, Any]]]:
     """Train a model on ``data``; with ``out``, checkpoint there after every epoch.
 
     Args:
@@ -297,11 +305,11 @@ def _train(
     progress: Callable[[int, float], None] | None,
     extra_log: dict[str, Any] | None,
     encoder_dir: str | None,
-) -> tuple[CtxMemModel, list[dict[str, float]]]:
+) -> tuple[CtxMemModel, list[dict[str, Any]]]:
     rank, world, device = init_distributed(device)
     dim = data.conversations[0].vectors.shape[1]
     model = build_model(dim, data.encoder, cfg, encoder_dir)
-    log: list[dict[str, float]] = []
+    log: list[dict[str, Any]] = []
     start_epoch = 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume:
@@ -318,43 +326,85 @@ def _train(
         earlier = {k: v for k, v in saved.items() if k not in ("config", "data", "epochs")}
         extra_log = {**earlier, **(extra_log or {})}
     model.to(device).train()
-    module: nn.Module = _LossModule(model, cfg.write_chunk, cfg.cue_weight)
-    if world > 1:
-        # Steps that reuse detached slots leave the write path unused: DDP must be told.
-        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+    modules: list[nn.Module] = []
+    for member in model.members:
+        module: nn.Module = _LossModule(member, cfg.write_chunk, cfg.cue_weight)
+        if world > 1:
+            # Steps that reuse detached slots leave the write path unused: DDP must be told.
+            module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        modules.append(module)
     batches = _Batches(data, cfg.write_chunk, device)
-    turns, turn_feats, turn_mask = (t.to(device) for t in batches.slot_inputs())
+    slot_inputs = tuple(t.to(device) for t in batches.slot_inputs())
     trainable = np.array([i for i, e in enumerate(data.examples) if e.kind in TRAIN_KINDS])
     n = len(trainable)
+    running = [0.0, 0]  # loss x examples and examples, over the members so far this epoch
+
+    def report(examples: int, loss: float) -> None:
+        running[0] += loss * examples
+        running[1] += examples
+        if progress is not None:
+            progress(examples, running[0] / max(running[1], 1))
+
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
-        order = trainable[np.random.default_rng([cfg.seed, epoch]).permutation(n)]
-        steps = [order[i : i + cfg.batch_size].tolist() for i in range(0, n, cfg.batch_size)]
-        # Every process runs the same number of steps (DDP all-reduces in each backward); like
-        # DistributedSampler, the last round wraps around to the first batches when uneven.
-        rounds = math.ceil(len(steps) / world)
-        mine = [steps[(r * world + rank) % len(steps)] for r in range(rounds)]
-        total, count = 0.0, 0
-        for r, idx in enumerate(mine):
-            batch = {k: v.to(device) for k, v in batches.batch(idx).items()}
-            loss = module(turns, turn_feats, turn_mask, batch, r % cfg.slot_refresh == 0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            if progress is not None:
-                progress(len(idx), total / max(count, 1))
-        if world > 1:
-            sums = torch.tensor([total, float(count)])
-            dist.all_reduce(sums)
-            total, count = float(sums[0]), int(sums[1])
-        log.append({"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - began})
+        member_losses = []
+        running[:] = [0.0, 0]
+        for k, (member, module) in enumerate(zip(model.members, modules)):
+            # Each member is trained as a one-member model with seed ``seed + k`` would be: its own
+            # batch order, its own gradient clipping. The optimiser is shared, but AdamW updates
+            # each tensor from its own gradient and state, and skips tensors without a gradient.
+            order = trainable[np.random.default_rng([cfg.seed + k, epoch]).permutation(n)]
+            member_losses.append(
+                _member_epoch(module, member, optimizer, batches, slot_inputs, order, cfg, rank, world, device, report)
+            )
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(member_losses)), "seconds": time.perf_counter() - began}
+        if len(member_losses) > 1:
+            entry["member_losses"] = member_losses
+        log.append(entry)
         if out is not None and rank == 0:
             write_checkpoint(model, out, optimizer, cfg, data, log, extra_log)
     model.eval()
     return model, log
+
+
+def _member_epoch(
+    module: nn.Module,
+    member: Member,
+    optimizer: torch.optim.Optimizer,
+    batches: _Batches,
+    slot_inputs: tuple[Tensor, ...],
+    order: np.ndarray,
+    cfg: TrainConfig,
+    rank: int,
+    world: int,
+    device: str,
+    report: Callable[[int, float], None],
+) -> float:
+    """One epoch of one member over the examples in ``order``; its mean loss over all processes.
+
+    ``report(examples, loss)`` is called after every step.
+    """
+    steps = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+    # Every process runs the same number of steps (DDP all-reduces in each backward); like
+    # DistributedSampler, the last round wraps around to the first batches when uneven.
+    rounds = math.ceil(len(steps) / world)
+    mine = [steps[(r * world + rank) % len(steps)] for r in range(rounds)]
+    total, count = 0.0, 0
+    for r, idx in enumerate(mine):
+        batch = {key: v.to(device) for key, v in batches.batch(idx).items()}
+        loss = module(*slot_inputs, batch, r % cfg.slot_refresh == 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(member.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        count += len(idx)
+        report(len(idx), float(loss.detach()))
+    if world > 1:
+        sums = torch.tensor([total, float(count)])
+        dist.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
+    return total / max(count, 1)
 
 
 def write_checkpoint(
@@ -363,7 +413,7 @@ def write_checkpoint(
     optimizer: torch.optim.Optimizer,
     cfg: TrainConfig,
     data: Dataset,
-    log: list[dict[str, float]],
+    log: list[dict[str, Any]],
     extra_log: dict[str, Any] | None = None,
 ) -> None:
     """Weights + config, optimiser state, then the log (the log last: it marks the epoch done)."""
@@ -384,6 +434,7 @@ def resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
     # switch the focus on (its weights have no focus inputs).
     saved.setdefault("focus_rate", 0.0)
     saved.setdefault("focus_pool", 0)
+    saved.setdefault("members", 1)  # saved before models had members
     return replace(TrainConfig(**saved), epochs=cfg.epochs)
 
 

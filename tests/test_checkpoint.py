@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,15 +161,15 @@ def test_invalid_config_values_and_newer_version(saved: Path) -> None:
 
 def test_tensor_key_and_shape_problems_are_each_listed(saved: Path) -> None:
     tensors = load_file(saved / WEIGHTS_NAME)
-    del tensors["slots.gate.weight"]
-    tensors["slots.stale_buffer"] = torch.zeros(2)
-    tensors["scorer.bil_query"] = torch.zeros(5, 16)
+    del tensors["members.0.slots.gate.weight"]
+    tensors["members.0.slots.stale_buffer"] = torch.zeros(2)
+    tensors["members.0.scorer.bil_query"] = torch.zeros(5, 16)
     save_file(tensors, saved / WEIGHTS_NAME)
     _edit_config(saved, lambda doc: doc.pop("weights_sha256"))  # a hand-assembled directory
     message = _problems(saved)
-    assert "missing tensor slots.gate.weight" in message
-    assert "unexpected tensor slots.stale_buffer" in message
-    assert "shape mismatch for scorer.bil_query: config gives (4, 16), file has (5, 16)" in message
+    assert "missing tensor members.0.slots.gate.weight" in message
+    assert "unexpected tensor members.0.slots.stale_buffer" in message
+    assert "shape mismatch for members.0.scorer.bil_query: config gives (4, 16), file has (5, 16)" in message
     assert "3 problem(s)" in message
 
 
@@ -185,7 +186,96 @@ def test_weights_from_another_config_are_rejected(saved: Path) -> None:
     save_file({k: v.contiguous() for k, v in bigger.state_dict().items()}, saved / WEIGHTS_NAME)
     message = _problems(saved)
     assert "does not match the weights_sha256" in message
-    assert "shape mismatch for slots.initial" in message
+    assert "shape mismatch for members.0.slots.initial" in message
+
+
+def test_a_model_saved_before_members_existed_loads_as_one_member(model: CtxMemModel, saved: Path) -> None:
+    # The layout of earlier versions: tensors named slots.* and scorer.*, no members field.
+    tensors = {k.removeprefix("members.0."): v for k, v in load_file(saved / WEIGHTS_NAME).items()}
+    assert "slots.initial" in tensors and not any(k.startswith("members.") for k in tensors)
+    save_file(tensors, saved / WEIGHTS_NAME)
+    _edit_config(saved, lambda doc: (doc.pop("weights_sha256"), doc["model"].pop("members")))
+    loaded = load_model(saved)
+    assert loaded.config == CONFIG and loaded.config.members == 1
+    for ref, out in zip(_outputs(model), _outputs(loaded), strict=True):
+        torch.testing.assert_close(out, ref)
+
+
+ENSEMBLE = replace(CONFIG, members=3)
+
+
+def _state_and_scores(model: CtxMemModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    state = model.write(model.init_slots(2), torch.randn(2, 5, 16, generator=g), features=torch.randn(2, 5, 3, generator=g))
+    inputs = (torch.randn(2, 6, 4, generator=g), torch.tensor([[True] * 6, [True] * 4 + [False] * 2]),
+              torch.randn(2, 16, generator=g), torch.randn(2, 6, 16, generator=g))
+    return state, model(*inputs[:2], inputs[2], inputs[3], state), inputs[0]
+
+
+def test_members_keep_their_own_slots_and_the_model_scores_with_their_mean(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = CtxMemModel(ENSEMBLE)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    state, scores, features = _state_and_scores(model)
+    assert state.shape == (2, 3 * 4, 16) and model.state_slots == 12
+    g = torch.Generator().manual_seed(5)
+    turns, feats = torch.randn(2, 5, 16, generator=g), torch.randn(2, 5, 3, generator=g)
+    parts = model.member_slots(state)
+    for member, own in zip(model.members, parts, strict=True):
+        # Each member's part of the state is what it writes alone.
+        torch.testing.assert_close(own, member.write(member.init_slots(2), turns, features=feats))
+    assert not torch.allclose(parts[0], parts[1])
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    assert torch.equal(torch.randn(2, 6, 4, generator=g), features)  # drawn in the same order
+    query, cand = torch.randn(2, 16, generator=g), torch.randn(2, 6, 16, generator=g)
+    each = torch.stack([m(features, mask, query, cand, s) for m, s in zip(model.members, parts)])  # (3, 2, 6)
+    torch.testing.assert_close(scores[mask], each.mean(dim=0)[mask])
+    assert torch.isneginf(scores[~mask]).all()
+    assert not torch.allclose(each[0][mask], each[1][mask])
+
+    save_model(model, tmp_path / "m")
+    names = set(load_file(tmp_path / "m" / WEIGHTS_NAME))
+    assert {n.split(".")[1] for n in names} == {"0", "1", "2"}
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config == ENSEMBLE
+    for ref, out in zip(_state_and_scores(model), _state_and_scores(loaded), strict=True):
+        torch.testing.assert_close(out, ref)
+
+
+def test_members_without_slots_are_all_averaged_whatever_stand_in_slots_they_get() -> None:
+    config = replace(ENSEMBLE, scorer=replace(CONFIG.scorer, use_slots=False))
+    torch.manual_seed(3)
+    model = CtxMemModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(6)
+    features, query, cand = torch.randn(2, 6, 4, generator=g), torch.randn(2, 16, generator=g), torch.randn(2, 6, 16, generator=g)
+    stand_in = torch.zeros(2, 1, 16)  # what training passes a model without slots
+    scores = model(features, None, query, cand, stand_in)
+    each = torch.stack([m(features, None, query, cand, stand_in) for m in model.members])  # (3, 2, 6)
+    torch.testing.assert_close(scores, each.mean(dim=0))
+    assert not torch.allclose(scores, each[0])
+    torch.testing.assert_close(model(features, None, query, cand, model.init_slots(2)), scores)
+
+
+def test_a_slot_state_of_the_wrong_size_is_refused() -> None:
+    model = CtxMemModel(ENSEMBLE)
+    one_member_state = model.members[0].init_slots(2)  # (2, 4, 16): a third of the state
+    with pytest.raises(ValueError):
+        model(torch.randn(2, 6, 4), None, torch.randn(2, 16), torch.randn(2, 6, 16), one_member_state)
+    with pytest.raises(ValueError):
+        model.write(one_member_state, torch.randn(2, 5, 16))
+
+
+def test_an_untrained_model_of_several_members_returns_the_base_score_exactly() -> None:
+    torch.manual_seed(2)
+    _, scores, features = _state_and_scores(CtxMemModel(ENSEMBLE))
+    mask = torch.isfinite(scores)
+    assert mask.sum() == 10
+    assert torch.equal(scores[mask], features[..., CONFIG.scorer.base_score_index][mask])
 
 
 def test_model_config_validation() -> None:

@@ -430,9 +430,11 @@ def test_real_model_query_finds_the_answer(real_memory: tuple[Path, list[dict]])
 def test_train_then_query_and_explain_with_the_model(tmp_path: Path, encoder: CountingEncoder) -> None:
     out = tmp_path / "model"
     result = cli("train", EXAMPLES, "--out", out, "--epochs", "2", "--cues", "30")
-    assert "trained 2 epochs" in result.stdout
+    assert "trained 2 epochs of 3 member(s)" in result.stdout
     log = json.loads((out / "train_log.json").read_text())
     assert len(log["epochs"]) == 2 and log["data"]["examples"] > 0 and log["files"] == [str(EXAMPLES)]
+    assert log["config"]["members"] == 3 and len(log["epochs"][-1]["member_losses"]) == 3
+    assert json.loads((out / "config.json").read_text())["model"]["members"] == 3
     cli("train", EXAMPLES, "--out", out, "--epochs", "3", "--cues", "30", "--resume")
     assert len(json.loads((out / "train_log.json").read_text())["epochs"]) == 3
     mem = tmp_path / "mem"

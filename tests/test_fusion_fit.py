@@ -11,14 +11,17 @@ import pytest
 from test_encoder_tuning import _cli
 from test_locomo import _sample, _write
 
+from ctxmem_plugin.encoder import MemoEncoder
 from ctxmem_plugin.fusion_fit import (
     FUSION_GRID,
     fit_fusion,
+    fit_fusion_on,
     grid_hybrid,
     grid_recalls,
     question_examples,
 )
 from ctxmem_plugin.hashing import HashEncoder
+from ctxmem_plugin.indexing import embed_text
 from ctxmem_plugin.retrieval import FEATURE_NAMES, RetrievalConfig
 from ctxmem_plugin.training_data import (
     Conversation,
@@ -139,6 +142,10 @@ def test_train_refits_the_fusion_keeps_it_and_resumes_with_it(tmp_path: Path) ->
     assert {k: saved[k] for k in fusion["chosen"]} == fusion["chosen"]
     assert RetrievalConfig(**saved) != SHIPPED  # so that the checks below tell the two apart
     assert fusion["training_recall@10"] >= fusion["gathered_with_recall@10"]
+    # The gathering took the fit's vectors: each training turn and question was embedded once.
+    embedding = json.loads((out / "train_log.json").read_text())["embedding"]
+    turns = sum(len(c.turns) for c in load_conversations([logs]))
+    assert embedding["texts_reused"] >= turns + 4 and embedding["texts_encoded"] > 0
 
     # The model's fusion is the one a memory opened with it searches with.
     from ctxmem_plugin.memory import ContextMemory
@@ -157,6 +164,56 @@ def test_train_refits_the_fusion_keeps_it_and_resumes_with_it(tmp_path: Path) ->
     assert "fusion" not in json.loads((tmp_path / "plain" / "train_log.json").read_text())
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())["extra"]["runtime"]["retrieval"]
     assert RetrievalConfig(**plain) == SHIPPED
+
+
+class _CountingEncoder(HashEncoder):
+    """A hash encoder that records every text it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        self.seen += list(texts)
+        return super().encode(texts)
+
+
+def test_fit_then_gather_through_a_memo_embed_each_text_once_and_gather_the_same(tmp_path: Path) -> None:
+    convs = load_conversations([_write(tmp_path, [_sample("conv-a"), _sample("conv-b")])])
+    counting = _CountingEncoder()
+    memo = MemoEncoder(counting)
+    assert (memo.name, memo.dim) == (counting.name, counting.dim)
+    fit = fit_fusion_on(convs, memo, focus_rate=0.5, focus_pool=5, slot_feature_dim=8, min_questions=1)
+    assert fit is not None
+    first = memo.encoded
+    turns_and_questions = {embed_text(t.turn) for c in convs for t in c.turns} | {q for c in convs for q, _ in c.questions}
+    assert turns_and_questions <= set(counting.seen)
+
+    kwargs = {"retrieval": fit.config, "cues_per_conversation": 5, "followups_per_conversation": 3, "seed": 1}
+    data = gather(convs, memo, **kwargs)
+    # The second pass encodes only what the first did not see (cues, follow-ups), each text once.
+    assert len(counting.seen) == len(set(counting.seen)) == memo.encoded > first
+    assert memo.reused >= len(turns_and_questions)
+    plain = gather(convs, HashEncoder(), **kwargs)
+    assert data.encoder == plain.encoder and data.describe() == plain.describe()
+    for a, b in zip(data.examples, plain.examples, strict=True):
+        assert a.kind == b.kind and np.array_equal(a.cand, b.cand) and np.array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.query, b.query)
+        np.testing.assert_array_equal(a.features, b.features)
+    for a, b in zip(data.conversations, plain.conversations, strict=True):
+        np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_memo_encoder_keeps_order_repeats_and_the_empty_batch() -> None:
+    memo = MemoEncoder(HashEncoder())
+    texts = ["b c", "a", "b c", "a d"]
+    np.testing.assert_array_equal(memo.encode(texts), HashEncoder().encode(texts))
+    assert (memo.encoded, memo.reused) == (3, 1)
+    np.testing.assert_array_equal(memo.encode_query("a"), HashEncoder().encode_query("a"))
+    assert (memo.encoded, memo.reused) == (3, 2)
+    assert memo.encode([]).shape == (0, 64)
+    with pytest.raises(TypeError):
+        memo.encode("a")
 
 
 def test_fit_fusion_needs_labelled_logs(tmp_path: Path) -> None:

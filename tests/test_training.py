@@ -19,7 +19,7 @@ from ctxmem_plugin.training_data import gather, load_conversations, load_dataset
 from conftest import REPO, HashEncoder, run_two_ranks
 
 LOGS = REPO / "examples" / "chat_logs"
-TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, num_slots=4, hidden=16, write_chunk=4)
+TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, num_slots=4, hidden=16, write_chunk=4, members=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,22 @@ def test_training_is_deterministic(dataset) -> None:
     for name, value in model_a.state_dict().items():
         assert torch.equal(value, weights_b[name]), name
     assert torch.are_deterministic_algorithms_enabled() == before  # the caller's setting is back
+
+
+def test_each_member_is_trained_as_a_one_member_model_with_its_own_seed(dataset) -> None:
+    model, log = train(dataset, replace(TINY, epochs=2, seed=4))
+    assert model.config.members == 2 and len(log[-1]["member_losses"]) == 2
+    for k, member in enumerate(model.members):
+        alone, alone_log = train(dataset, replace(TINY, epochs=2, seed=4 + k, members=1))
+        assert [e["loss"] for e in alone_log] == [e["member_losses"][k] for e in log]
+        assert "member_losses" not in alone_log[-1]
+        reference = alone.members[0].state_dict()
+        for name, value in member.state_dict().items():
+            assert torch.equal(value, reference[name]), (k, name)
+    assert log[-1]["loss"] == np.mean(log[-1]["member_losses"])
+    # Two seeds, two different members: the mean is of two rankings, not one twice.
+    first, second = (dict(m.named_parameters()) for m in model.members)
+    assert not torch.equal(first["scorer.log_base_scale"], second["scorer.log_base_scale"])
 
 
 def _hybrid_and_ctxmem(mem: ContextMemory, query: str) -> tuple[list[int], list[int]]:
@@ -207,7 +223,7 @@ from ctxmem_plugin.training import TrainConfig, train
 from ctxmem_plugin.training_data import load_dataset
 torch.set_num_threads(1)
 data = load_dataset({data!r})
-cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-3, num_slots=4, hidden=16, write_chunk=4)
+cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-3, num_slots=4, hidden=16, write_chunk=4, members=2)
 model, log = train(data, cfg, None)
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
 print(json.dumps({{"log": log, "digest": digest}}))
