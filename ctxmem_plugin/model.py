@@ -116,13 +116,8 @@ class Member(nn.Module):
         self.slots = SlotMemory(config.slots)
         self.scorer = CtxMemScorer(config.scorer)
 
-    @property
-    def state_slots(self) -> int:
-        """Rows of this member's slot state: the slots, the focus slot included."""
-        return self.config.slots.num_slots
-
     def init_slots(self, batch: int) -> Tensor:
-        """The learned initial slots of ``batch`` new sessions ``(batch, state_slots, d)``."""
+        """The learned initial slots of ``batch`` new sessions ``(batch, m, d)``, focus slot included."""
         return self.slots.init_slots(batch)
 
     def write(self, slots: Tensor, turns: Tensor, mask: Tensor | None = None, features: Tensor | None = None) -> Tensor:
