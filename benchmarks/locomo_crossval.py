@@ -42,7 +42,8 @@ repeats that share no member take seeds N apart (``--scorer-seeds 0,3,6`` for 3)
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
         [--scorer-seeds 0,1,2] [--members 3]
-        [--followup-context question|answered] [--tune-encoder [--fold-cache DIR] [--fit-fusion]]
+        [--followup-context question|answered]
+        [--tune-encoder [--encoder-hard-negatives K] [--fold-cache DIR] [--fit-fusion]]
         [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def main() -> None:
                         help="fine-tune the encoder on each fold's training conversations first")
     parser.add_argument("--encoder-epochs", type=int, default=EncoderTuneConfig.epochs)
     parser.add_argument("--encoder-negatives", type=int, default=EncoderTuneConfig.hard_negative_pool,
-                        help="hard negative drawn from each question's top-N non-evidence turns (0: none)")
+                        help="hard negatives drawn from each question's top-N non-evidence turns (0: none)")
+    parser.add_argument("--encoder-hard-negatives", type=int, default=EncoderTuneConfig.hard_negatives,
+                        help="hard negatives each question brings to encoder tuning")
     parser.add_argument("--encoder-mixed-batches", action="store_true",
                         help="draw tuning batches across conversations instead of from one conversation")
     parser.add_argument("--fold-cache", default=None,
@@ -145,6 +148,8 @@ def main() -> None:
                    "encoder_negatives": args.encoder_negatives, "encoder_mixed_batches": args.encoder_mixed_batches,
                    "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
                    "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
+        if args.encoder_hard_negatives != 1:  # added later: caches made before it keep their keys
+            depends["encoder_hard_negatives"] = args.encoder_hard_negatives
         if retrieval is not None and retrieval != RetrievalConfig():
             depends["retrieval"] = retrieval.to_dict()
         key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
@@ -168,10 +173,10 @@ def main() -> None:
     def tune_fold_encoder(held: str, directory: Path) -> tuple[SentenceEncoder, dict[str, object]]:
         """The fold's encoder, tuned on its training conversations alone, saved in ``directory``."""
         tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
-                                     by_conversation=not args.encoder_mixed_batches)
+                                     hard_negatives=args.encoder_hard_negatives, by_conversation=not args.encoder_mixed_batches)
         t0 = time.perf_counter()
         pairs = evidence_pairs([c for c in convs if c.name != held], miner=SentenceEncoder(device="cpu"),
-                               pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed)
+                               pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed, per_question=tune_cfg.hard_negatives)
         mine_s = time.perf_counter() - t0
         report = tune_encoder(pairs, directory, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg)
         log = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),

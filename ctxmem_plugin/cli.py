@@ -360,14 +360,16 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
                    "[default: tune when the logs hold labelled questions].")
 @click.option("--encoder-epochs", default=2, show_default=True, type=click.IntRange(1, 100), help="Epochs of encoder tuning.")
 @click.option("--encoder-negatives", default=10, show_default=True, type=click.IntRange(0, 1000),
-              help="Encoder tuning: each question's hard negative is one of its N best-ranked non-evidence turns (0: none).")
+              help="Encoder tuning: each question's hard negatives are drawn from its N best-ranked non-evidence turns (0: none).")
+@click.option("--encoder-hard-negatives", default=1, show_default=True, type=click.IntRange(1, 50),
+              help="Encoder tuning: hard negatives each question brings.")
 @click.option("--fit-fusion/--shipped-fusion", "fit", default=None,
               help="Choose the BM25/dense fusion that ranks the logs' labelled questions best and keep it in the model "
                    "[default: fit when the logs hold 100 labelled questions or more].")
 @handle_errors
 def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: int, cues: int, no_slots: bool, members: int,
           device: str, encoder: Path | None, tune: bool | None, encoder_epochs: int,
-          encoder_negatives: int, fit: bool | None) -> None:
+          encoder_negatives: int, encoder_hard_negatives: int, fit: bool | None) -> None:
     """Train the ctxmem model (slots + scorer) on chat logs in any supported format.
 
     Needs no labels: every log gives self-supervised examples. LoCoMo-format files add their
@@ -395,7 +397,8 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
     convs = load_conversations(files)
     # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
     _, _, dev = init_distributed(resolve_device(device))
-    tuned_enc, encoder_dir, tuning = _training_encoder(convs, out, encoder, dev, tune, encoder_epochs, encoder_negatives, seed, resume)
+    tuned_enc, encoder_dir, tuning = _training_encoder(
+        convs, out, encoder, dev, tune, encoder_epochs, (encoder_negatives, encoder_hard_negatives), seed, resume)
     # The fusion fit and the gathering embed the same turns and questions: the second takes the first's vectors.
     enc = MemoEncoder(tuned_enc)
     retrieval, fusion = _training_fusion(convs, out, enc, cfg, fit, resume)
@@ -455,12 +458,13 @@ def _training_fusion(
 
 
 def _training_encoder(
-    convs: list[Any], out: Path, encoder: Path | None, device: str, tune: bool | None, epochs: int, negatives: int, seed: int,
-    resume: bool,
+    convs: list[Any], out: Path, encoder: Path | None, device: str, tune: bool | None, epochs: int,
+    negatives: tuple[int, int], seed: int, resume: bool,
 ) -> tuple[Any, str | None, dict[str, Any]]:
     """The encoder to gather with, the model's ``encoder_dir``, and the tuning's log entry.
 
     A resumed run keeps the encoder it was gathered with: the tuned one in ``out``, if any.
+    ``negatives`` is (the pool a question's hard negatives are drawn from, how many it brings).
     """
     from dataclasses import asdict
 
@@ -489,9 +493,9 @@ def _training_encoder(
     # By default: tune wherever it can (contrastive tuning needs 2 pairs at least).
     if not (tune if tune is not None else len(pairs) >= 2 and tunable):
         return base, None, {}
-    cfg = EncoderTuneConfig(epochs=epochs, seed=seed, hard_negative_pool=negatives)
+    cfg = EncoderTuneConfig(epochs=epochs, seed=seed, hard_negative_pool=negatives[0], hard_negatives=negatives[1])
     # Mining the hard negatives (one pass of the base encoder over the turns) comes first.
-    with tqdm(total=pairs_per_epoch(pairs, cfg) * epochs, unit="pair", desc="encoder (mining negatives)" if negatives else "encoder", file=sys.stderr) as bar:
+    with tqdm(total=pairs_per_epoch(pairs, cfg) * epochs, unit="pair", desc="encoder (mining negatives)" if negatives[0] else "encoder", file=sys.stderr) as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_description("encoder", refresh=False)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

@@ -56,10 +56,11 @@ class EncoderTuneConfig:
     scale: float = 20.0  # inverse temperature of the in-batch softmax over cosine similarities
     seed: int = 0
     by_conversation: bool = True  # draw each batch from one conversation (leftovers pooled)
-    hard_negative_pool: int = 10  # a question's hard negative is one of its top-N non-evidence turns; 0: none
+    hard_negative_pool: int = 10  # a question's hard negatives are drawn from its top-N non-evidence turns; 0: none
+    hard_negatives: int = 1  # how many a question brings (fewer when the pool is smaller)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "hard_negatives"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -77,14 +78,14 @@ class TunePair:
         turn: the evidence turn's text as a memory embeds it (:func:`embed_text`).
         group: the conversation it comes from (batches are drawn from one group).
         evidence: the texts of all the question's evidence turns: never a negative for it.
-        negative: a hard negative, a non-evidence turn of the same conversation, if mined.
+        negatives: hard negatives, non-evidence turns of the same conversation, if mined.
     """
 
     question: str
     turn: str
     group: int = 0
     evidence: frozenset[str] = frozenset()
-    negative: str | None = None
+    negatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,16 @@ def evidence_pairs(
     miner: TextEncoder | None = None,
     pool: int = EncoderTuneConfig.hard_negative_pool,
     seed: int = 0,
+    per_question: int = EncoderTuneConfig.hard_negatives,
 ) -> list[TunePair]:
     """A :class:`TunePair` for every evidence turn of every labelled question.
 
     The turn is the text its stored vector is computed from (:func:`embed_text`), the question
     the text a search encodes. With a ``miner`` (the encoder tuning starts from), each question
-    gets one hard negative, drawn at random (seeded) among the ``pool`` turns of its
-    conversation that the miner ranks highest for it without being evidence. The very top ones
-    are not taken every time: evidence labels are incomplete, and the best-ranked non-evidence
-    turn is the likeliest to be an unlabelled answer.
+    gets ``per_question`` hard negatives, drawn at random (seeded, without replacement) among
+    the ``pool`` turns of its conversation that the miner ranks highest for it without being
+    evidence. The very top ones are not taken every time: evidence labels are incomplete, and
+    the best-ranked non-evidence turn is the likeliest to be an unlabelled answer.
     """
     rng = random.Random(seed)
     pairs = []
@@ -123,12 +125,14 @@ def evidence_pairs(
             sims = miner.encode([q for q, _ in conv.questions]) @ miner.encode(texts).T  # (questions, turns)
         for j, (q, evidence) in enumerate(conv.questions):
             gold = frozenset(texts[p] for p in evidence)
-            negative = None
+            negatives: tuple[str, ...] = ()
             if sims is not None:
                 ranked = (texts[int(i)] for i in np.argsort(-sims[j], kind="stable"))
                 top = list(islice((t for t in ranked if t not in gold), pool))
-                negative = rng.choice(top) if top else None
-            pairs += [TunePair(q, texts[p], group, gold, negative) for p in sorted(evidence)]
+                # One draw of sample() consumes the generator as choice() did, so one negative a
+                # question mines exactly what it did before the count was configurable.
+                negatives = tuple(rng.sample(top, min(per_question, len(top))))
+            pairs += [TunePair(q, texts[p], group, gold, negatives) for p in sorted(evidence)]
     return pairs
 
 
@@ -165,7 +169,7 @@ def pairs_per_epoch(pairs: Sequence[TunePair], cfg: EncoderTuneConfig) -> int:
 
 def batch_columns(batch: Sequence[TunePair]) -> list[str]:
     """The turns a batch's questions choose among: the batch's evidence turns, then its hard negatives."""
-    return [p.turn for p in batch] + [p.negative for p in batch if p.negative is not None]
+    return [p.turn for p in batch] + [n for p in batch for n in p.negatives]
 
 
 def false_negatives(batch: Sequence[TunePair], columns: Sequence[str]) -> np.ndarray:
@@ -256,7 +260,7 @@ def tune_encoder(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    negatives = sum(p.negative is not None for p in pairs)
+    negatives = sum(bool(p.negatives) for p in pairs)
     return TuneReport(tuned_name(base_name, out), len(pairs), tuple(losses), time.perf_counter() - began, negatives)
 
 
@@ -287,7 +291,8 @@ def bundle_tuned_encoder(
     target = Path(model_dir) / ENCODER_DIR
     report = None
     if rank == 0:
-        pairs = evidence_pairs(conversations, miner=base, pool=cfg.hard_negative_pool, seed=cfg.seed)
+        pairs = evidence_pairs(conversations, miner=base, pool=cfg.hard_negative_pool, seed=cfg.seed,
+                               per_question=cfg.hard_negatives)
         report = tune_encoder(pairs, target, base=base.path, base_name=base.name, cfg=cfg, device=device, progress=progress)
     if distributed:
         dist.barrier()

@@ -89,15 +89,30 @@ def test_hard_negatives_are_the_miners_best_non_evidence_turns_of_the_same_conve
     # pool=1: the best-ranked turn that is not evidence. For the cat question that is "Bo: Hi
     # Ann!": it shares "ann" with the question and is the shortest such turn (cosine).
     top = evidence_pairs(convs, miner=WordsEncoder(), pool=1)
-    assert [p.negative for p in top if p.question.startswith("What is")] == ["Bo: Hi Ann!", "Bo: Hi Ann!"]
+    assert [p.negatives for p in top if p.question.startswith("What is")] == [("Bo: Hi Ann!",), ("Bo: Hi Ann!",)]
     wide = evidence_pairs(convs, miner=WordsEncoder(), pool=10, seed=5)
     assert [p.group for p in wide] == [0] * 4 + [1] * 4
     for p in wide:
-        assert p.negative is not None and p.negative not in p.evidence and p.negative in texts[p.group]
+        assert len(p.negatives) == 1 and p.negatives[0] not in p.evidence and p.negatives[0] in texts[p.group]
     # One negative per question, shared by its evidence turns; seeded.
-    assert len({p.negative for p in wide if p.group == 0 and p.question == "Which year?"}) == 1
+    assert len({p.negatives for p in wide if p.group == 0 and p.question == "Which year?"}) == 1
     assert evidence_pairs(convs, miner=WordsEncoder(), pool=10, seed=5) == wide
-    assert all(p.negative is None for p in evidence_pairs(convs, miner=WordsEncoder(), pool=0))
+    assert all(p.negatives == () for p in evidence_pairs(convs, miner=WordsEncoder(), pool=0))
+
+
+def test_several_hard_negatives_are_distinct_draws_from_the_pool(tmp_path: Path) -> None:
+    convs = load_conversations([_write(tmp_path, [_sample("conv-a"), _sample("conv-b")])])
+    texts = [[embed_text(st.turn) for st in c.turns] for c in convs]
+    one = evidence_pairs(convs, miner=WordsEncoder(), pool=3, seed=7)
+    three = evidence_pairs(convs, miner=WordsEncoder(), pool=3, seed=7, per_question=3)
+    pool = {p.question: set(p.negatives) for p in evidence_pairs(convs, miner=WordsEncoder(), pool=3, per_question=99)}
+    for p in three:
+        assert len(p.negatives) == len(set(p.negatives)) == 3  # pool=3 > the evidence: 3 distinct turns
+        assert set(p.negatives) == pool[p.question] and not set(p.negatives) & p.evidence
+        assert all(n in texts[p.group] for n in p.negatives)
+    # The first question's first draw is the one a single negative gets: sample() starts as choice() does.
+    assert three[0].negatives[:1] == one[0].negatives
+    assert evidence_pairs(convs, miner=WordsEncoder(), pool=3, seed=7, per_question=3) == three
 
 
 def test_batches_come_from_one_conversation_and_leftovers_are_pooled() -> None:
@@ -115,13 +130,14 @@ def test_batches_come_from_one_conversation_and_leftovers_are_pooled() -> None:
 
 def test_evidence_of_the_rows_question_is_never_its_negative() -> None:
     gold = frozenset({"a", "b"})
-    batch = [TunePair("q1", "a", 0, gold, "x"), TunePair("q1", "b", 0, gold, "x"), TunePair("q2", "c", 0, frozenset({"c"}), "a")]
+    batch = [TunePair("q1", "a", 0, gold, ("x",)), TunePair("q1", "b", 0, gold, ("x",)),
+             TunePair("q2", "c", 0, frozenset({"c"}), ("a", "y"))]
     columns = batch_columns(batch)
-    assert columns == ["a", "b", "c", "x", "x", "a"]
+    assert columns == ["a", "b", "c", "x", "x", "a", "y"]
     assert false_negatives(batch, columns).tolist() == [
-        [False, True, False, False, False, True],  # b and the mined "a" are q1's own evidence
-        [True, False, False, False, False, True],
-        [False, False, False, False, False, False],  # "a" is a fair negative for q2
+        [False, True, False, False, False, True, False],  # b and the mined "a" are q1's own evidence
+        [True, False, False, False, False, True, False],
+        [False, False, False, False, False, False, False],  # "a" is a fair negative for q2
     ]
 
 
@@ -130,6 +146,8 @@ def test_tuning_config_is_checked() -> None:
         EncoderTuneConfig(hard_negative_pool=-1)
     with pytest.raises(ValueError, match="batch_size"):
         EncoderTuneConfig(batch_size=0)
+    with pytest.raises(ValueError, match="hard_negatives"):
+        EncoderTuneConfig(hard_negatives=0)
 
 
 @pytest.mark.slow
@@ -266,6 +284,11 @@ def test_train_tunes_the_encoder_and_memories_use_it(tmp_path: Path) -> None:
     plain = json.loads((tmp_path / "plain" / "train_log.json").read_text())["encoder_tuning"]
     assert (plain["pairs"], plain["hard_negatives"], plain["config"]["hard_negative_pool"]) == (8, 0, 0)
     assert (len(plain["losses"]), plain["config"]["epochs"]) == (1, 1)
+    # --encoder-hard-negatives: each question brings that many (the config records it).
+    _cli("train", logs, "--out", tmp_path / "three", "--epochs", "1", "--cues", "5", "--encoder-hard-negatives", "3",
+         "--encoder-epochs", "1")
+    three = json.loads((tmp_path / "three" / "train_log.json").read_text())["encoder_tuning"]
+    assert (three["hard_negatives"], three["config"]["hard_negatives"], three["config"]["hard_negative_pool"]) == (8, 3, 10)
 
 
 TUNE_WORKER = r"""
