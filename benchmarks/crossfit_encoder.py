@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from locomo_crossval import KS, REPO, ranks, recall
+from locomo_crossval import KS, REPO, ranks, recall, this_version
 
 from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
 from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
@@ -69,7 +69,7 @@ def merge(parts: list[Dataset]) -> Dataset:
 
 def cached_held_out(held: str) -> Dataset:
     """The held-out conversation alone, as a ``locomo_crossval.py --fold-cache`` run gathered it."""
-    (path,) = [p for p in Path(args.fold_cache).glob(f"{held}-*.npz") if not p.name.endswith(".partial.npz")]
+    (path,) = [p for p in Path(args.fold_cache).glob(f"{held}-*.npz") if not p.name.endswith(".partial.npz") and this_version(p)]
     data = load_dataset(path)
     (pos,) = [i for i, c in enumerate(data.conversations) if c.name == held]
     return replace(data, conversations=[data.conversations[pos]], examples=[replace(e, conv=0) for e in data.examples if e.conv == pos])

@@ -18,7 +18,9 @@ the encoder is first fine-tuned on the training conversations' (question, eviden
 alone, and every conversation is then gathered with that fold's encoder (about 7 min more per
 fold on 2 CPU cores). ``--fold-cache DIR`` keeps each fold's gathered candidates there, keyed
 by the data file and every setting they depend on, so that a later run that changes only the
-scorer's settings skips the tuning and the gathering (the fold's tuned encoder is kept there too).
+scorer's settings skips the tuning and the gathering. The fold's tuned encoder is kept there
+too, keyed by the settings it depends on alone: data gathered again with another version's
+features reuses it.
 
 ``--fit-fusion`` (with ``--tune-encoder``) measures the fusion refit that ``train`` makes with
 labelled logs: in each fold the fusion is chosen on the training conversations' questions
@@ -77,6 +79,11 @@ from ctxmem_plugin.training_data import (
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)
 DENSE = FEATURE_NAMES.index("dense")  # the candidate's cosine to the query, a feature column
+
+
+def this_version(path: Path) -> bool:
+    """Whether a fold cache's gathering has this version's feature columns (its log says)."""
+    return json.loads(path.with_suffix(".json").read_text()).get("features") == list(FEATURE_NAMES)
 
 
 def recall(ranked_positions: list[np.ndarray], gold: list[set[int]], k: int) -> float:
@@ -142,9 +149,10 @@ def main() -> None:
     kinds = {"question": "questions", "followup-eval": "follow-ups"}
     file_sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
 
-    def fold_cache_path(held: str, retrieval: RetrievalConfig | None = None) -> Path:
+    def fold_cache_path(held: str, retrieval: RetrievalConfig | None = None, *, encoder_only: bool = False) -> Path:
         # Everything a fold's gathered data depends on; a scorer setting is not among them.
-        depends = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
+        # ``encoder_only``: what its tuned encoder depends on, which names the encoder's directory.
+        depends: dict[str, object] = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
                    "encoder_negatives": args.encoder_negatives, "encoder_mixed_batches": args.encoder_mixed_batches,
                    "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
                    "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
@@ -152,6 +160,8 @@ def main() -> None:
             depends["encoder_hard_negatives"] = args.encoder_hard_negatives
         if retrieval is not None and retrieval != RetrievalConfig():
             depends["retrieval"] = retrieval.to_dict()
+        if not encoder_only:  # gathered features change with the version; a tuned encoder does not
+            depends["features"] = list(FEATURE_NAMES)
         key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
         return Path(args.fold_cache) / f"{held}-{key}.npz"
 
@@ -165,7 +175,8 @@ def main() -> None:
     def save_fold(data: Dataset, path: Path, log: dict[str, object]) -> None:
         # The .npz is renamed into place last: an interrupted run leaves no half-written fold.
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".json").write_text(json.dumps(log))
+        # The feature columns, for the scripts that pick a fold's gathering by its log.
+        path.with_suffix(".json").write_text(json.dumps({**log, "features": list(FEATURE_NAMES)}))
         partial = path.with_name(path.stem + ".partial.npz")
         save_dataset(data, partial)
         partial.replace(path)
@@ -184,17 +195,17 @@ def main() -> None:
         print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s", flush=True)
         return SentenceEncoder(directory, device="cpu", name=report.name), log
 
-    def fold_encoder(held: str, cached: Path | None, tmp: Path) -> tuple[SentenceEncoder, dict[str, object]]:
+    def fold_encoder(held: str, tmp: Path) -> tuple[SentenceEncoder, dict[str, object]]:
         """The fold's tuned encoder: from the fold cache when it holds it, else tuned (and kept there)."""
-        if cached is not None:
-            directory = cached.with_suffix(".encoder")
-            meta = cached.with_suffix(".json")
+        if args.fold_cache:
+            # Named by what the encoder depends on alone: data gathered with other features reuses it.
+            base = fold_cache_path(held, encoder_only=True)
+            directory, meta = base.with_suffix(".encoder"), base.with_suffix(".json")
             if directory.is_dir() and meta.is_file() and "name" in json.loads(meta.read_text()):
                 return SentenceEncoder(directory, device="cpu", name=json.loads(meta.read_text())["name"]), {"cached": True}
             encoder, log = tune_fold_encoder(held, directory)
-            if meta.is_file():
-                # A fold gathered before encoders were kept: its log learns the encoder's name.
-                meta.write_text(json.dumps({**json.loads(meta.read_text()), "name": log["name"]}))
+            # Its tuning log, with its name, beside it (merged into the log of data gathered before).
+            meta.write_text(json.dumps({**(json.loads(meta.read_text()) if meta.is_file() else {}), **log}))
             return encoder, log
         return tune_fold_encoder(held, tmp / "encoder")
 
@@ -247,7 +258,7 @@ def main() -> None:
         elif args.tune_encoder:
             # The held-out conversation's pairs never reach the encoder.
             with tempfile.TemporaryDirectory(prefix="ctxmem-cv-encoder-") as tmp:
-                encoder, tuning = fold_encoder(held, cached, Path(tmp))
+                encoder, tuning = fold_encoder(held, Path(tmp))
                 t0 = time.perf_counter()
                 data = collect(encoder)
             tuning["gather_seconds"] = time.perf_counter() - t0
@@ -269,7 +280,7 @@ def main() -> None:
                 fusion_log: dict[str, object] = {**json.loads(refit_path.with_suffix(".json").read_text()), "cached": True}
             else:
                 with tempfile.TemporaryDirectory(prefix="ctxmem-cv-encoder-") as tmp:
-                    encoder, retune = fold_encoder(held, cached, Path(tmp))
+                    encoder, retune = fold_encoder(held, Path(tmp))
                     t0 = time.perf_counter()
                     refit = collect(encoder, fit.config)
                 fusion_log = {**fit.describe(), "gather_seconds": time.perf_counter() - t0, "encoder": retune}

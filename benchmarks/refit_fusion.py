@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from locomo_crossval import this_version
 
 from ctxmem_plugin.fusion_fit import (
     FUSION_GRID,
@@ -48,7 +49,7 @@ def main() -> None:
     for held in names:
         # The fold gathered with the shipped fusion (a refit gathering's log names its chosen fusion).
         (path,) = [p for p in Path(args.fold_cache).glob(f"{held}-*.npz") if not p.name.endswith(".partial.npz")
-                   and "chosen" not in json.loads(p.with_suffix(".json").read_text())]
+                   and "chosen" not in json.loads(p.with_suffix(".json").read_text()) and this_version(p)]
         data = load_dataset(path)
         fit = fit_fusion(data.subset(set(names) - {held}), convs, min_questions=1)
         assert fit is not None

@@ -120,12 +120,13 @@ class SlotRuntime:
         self.device = device
         self.path: Path | None = None
         cfg = model.config
-        if tuple(cfg.feature_names) != FEATURE_NAMES:
+        unknown = [name for name in cfg.feature_names if name not in FEATURE_NAMES]
+        if unknown:
             from ctxmem_plugin.errors import CheckpointError
 
-            raise CheckpointError(
-                f"model features {list(cfg.feature_names)} differ from this version's {list(FEATURE_NAMES)}; retrain it"
-            )
+            raise CheckpointError(f"model features {unknown} are not computed by this version ({list(FEATURE_NAMES)}); retrain it")
+        # A model trained before some features existed reads the columns it knows, in its order.
+        self.columns = np.array([FEATURE_NAMES.index(name) for name in cfg.feature_names], dtype=np.int64)
 
     @classmethod
     def load(cls, directory: Path, store: LongTermStore | None = None, *, device: str = "auto") -> SlotRuntime:
@@ -266,7 +267,7 @@ class SlotRuntime:
         q = torch.from_numpy(cands.query_vector.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
         given = None if focus is None else torch.from_numpy(focus.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
         for space, members in groups.items():
-            feats = torch.from_numpy(cands.features[members]).to(self.device).unsqueeze(0)  # (1, n, F)
+            feats = torch.from_numpy(cands.features[np.ix_(members, self.columns)]).to(self.device).unsqueeze(0)  # (1, n, F)
             cand = torch.from_numpy(cands.vectors[members]).to(self.device).unsqueeze(0)  # (1, n, d)
             slots = known[space] if known and space in known else self.slots_for(space)  # (1, members * m, d)
             out = self.model(feats, None, q, cand, slots, given)[0].double().cpu().numpy()  # (n,)

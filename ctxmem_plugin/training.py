@@ -316,6 +316,12 @@ def _train(
         if out is None or not (out / TRAIN_LOG).is_file():
             raise CheckpointError(f"nothing to resume in {out}: no {TRAIN_LOG}")
         model = load_model(out)
+        if tuple(model.config.feature_names) != FEATURE_NAMES:
+            # Its scorer reads other columns than this version gathers: the loss curve cannot continue.
+            raise CheckpointError(
+                f"{out}: the model was trained on features {list(model.config.feature_names)}, this version gathers "
+                f"{list(FEATURE_NAMES)}; --resume needs the same (train a new model, or keep using this one as it is)"
+            )
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         _load_trainer_state(out, optimizer)

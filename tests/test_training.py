@@ -240,3 +240,59 @@ def test_ddp_two_processes_on_cpu(dataset, tmp_path: Path) -> None:
     assert outs[0]["digest"] == outs[1]["digest"]
     assert outs[0]["log"][0]["loss"] == pytest.approx(outs[1]["log"][0]["loss"])
     assert outs[0]["log"][-1]["loss"] < outs[0]["log"][0]["loss"]
+
+
+def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows(tmp_path: Path, monkeypatch) -> None:
+    from ctxmem_plugin import training
+    from ctxmem_plugin.formats import read_paths
+    from ctxmem_plugin.retrieval import FEATURE_NAMES
+    from ctxmem_plugin.slot_runtime import RuntimeSettings
+
+    older = tuple(name for name in FEATURE_NAMES if name not in ("time_match", "query_asks_count"))
+    monkeypatch.setattr(training, "FEATURE_NAMES", (older[0], *older[:0:-1]))  # "hybrid" first, the rest reversed
+    model = build_model(64, "hash-64", replace(TINY, members=1))
+    monkeypatch.undo()
+    assert model.config.scorer.num_features == len(older)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a residual that reads every column, so that a wrong column shows
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_model(model, tmp_path / "old", extra={"runtime": RuntimeSettings(pool=100, write_chunk=4).to_dict()})
+    turns = [st.turn for st in read_paths([LOGS / "maya.jsonl"])[0].turns]
+    with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "old") as mem:
+        mem.add(turns, ("maya",))
+        runtime = mem.slots
+        assert runtime is not None
+        query = "when did Maya get the dog?"
+        cands = mem.retriever.candidates(query, mem.encoder.encode_query(query), ("maya",))
+        scored = runtime.rescore(cands, mem.store)
+        columns = [FEATURE_NAMES.index(name) for name in runtime.model.config.feature_names]
+        with torch.no_grad():
+            direct = runtime.model(
+                torch.from_numpy(cands.features[:, columns])[None], None, torch.from_numpy(cands.query_vector)[None],
+                torch.from_numpy(cands.vectors)[None], runtime.slots_for(("maya",)), None,
+            )[0]
+        assert np.allclose(scored.score, direct.double().numpy(), atol=1e-6)
+        assert mem.search(query, ("maya",), k=3)
+
+
+def test_a_model_that_reads_a_feature_this_version_lacks_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from ctxmem_plugin import training
+    from ctxmem_plugin.retrieval import FEATURE_NAMES
+    from ctxmem_plugin.slot_runtime import RuntimeSettings
+
+    monkeypatch.setattr(training, "FEATURE_NAMES", (*FEATURE_NAMES, "from_a_later_version"))
+    model = build_model(64, "hash-64", replace(TINY, members=1))
+    monkeypatch.undo()
+    save_model(model, tmp_path / "new", extra={"runtime": RuntimeSettings(pool=100, write_chunk=4).to_dict()})
+    with pytest.raises(CheckpointError, match=r"\['from_a_later_version'\] are not computed by this version"):
+        ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "new")
+
+
+def test_resume_refuses_a_model_trained_on_other_features(dataset, tmp_path: Path, monkeypatch) -> None:
+    from ctxmem_plugin import training
+
+    train(dataset, replace(TINY, epochs=1, members=1), tmp_path / "m")
+    monkeypatch.setattr(training, "FEATURE_NAMES", training.FEATURE_NAMES[:-1])  # as a later version gathers
+    with pytest.raises(CheckpointError, match="--resume needs the same"):
+        train(dataset, replace(TINY, epochs=2, members=1), tmp_path / "m", resume=True)
