@@ -90,6 +90,15 @@ def recall(ranked_positions: list[np.ndarray], gold: list[set[int]], k: int) -> 
     return float(np.mean([len(g.intersection(r[:k].tolist())) / len(g) for r, g in zip(ranked_positions, gold)]))
 
 
+def by_category(ranked: list[np.ndarray], gold: list[set[int]], categories: list[int]) -> dict[str, dict[str, float]]:
+    """Recall of each LoCoMo question category (1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop)."""
+    out: dict[str, dict[str, float]] = {}
+    for cat in sorted(set(categories)):
+        sel = [j for j, c in enumerate(categories) if c == cat]
+        out[str(cat)] = {"count": len(sel), **{f"recall@{k}": recall([ranked[j] for j in sel], [gold[j] for j in sel], k) for k in KS}}
+    return out
+
+
 def ranks(data: Dataset, idx: list[int], scores: list[np.ndarray]) -> list[np.ndarray]:
     out = []
     for i, s in zip(idx, scores):
@@ -215,6 +224,7 @@ def main() -> None:
         # Evidence outside the candidate pool still counts as missed: recall is over all evidence.
         # A benchmark follow-up asks about the question it follows, so it has the same evidence.
         full_gold = [set(p) for q, p in convs[names.index(held)].questions]
+        categories = convs[names.index(held)].categories
         out: dict[str, dict[str, object]] = {}
         for kind, key in kinds.items():
             idx = [i for i, e in enumerate(sub.examples) if e.kind == kind]
@@ -224,10 +234,13 @@ def main() -> None:
             part: dict[str, object] = {"count": len(idx)}
             gold = [set(sub.examples[i].cand[sub.examples[i].labels].tolist()) for i in idx]
             part["pool_recall"] = float(np.mean([len(g) / len(f) for g, f in zip(gold, full_gold)]))
-            base = [sub.examples[i].features[:, 0] for i in idx]
-            part["hybrid"] = {f"recall@{k}": recall(ranks(sub, idx, base), full_gold, k) for k in KS}
-            cosine = [sub.examples[i].features[:, DENSE] for i in idx]
-            part["dense"] = {f"recall@{k}": recall(ranks(sub, idx, cosine), full_gold, k) for k in KS}
+            base = ranks(sub, idx, [sub.examples[i].features[:, 0] for i in idx])
+            part["hybrid"] = {f"recall@{k}": recall(base, full_gold, k) for k in KS}
+            cosine = ranks(sub, idx, [sub.examples[i].features[:, DENSE] for i in idx])
+            part["dense"] = {f"recall@{k}": recall(cosine, full_gold, k) for k in KS}
+            if categories:
+                part["by_category"] = {"hybrid": by_category(base, full_gold, categories),
+                                       "dense": by_category(cosine, full_gold, categories)}
             out[key] = part
         return out
 
@@ -297,6 +310,7 @@ def main() -> None:
         train_data = data.subset(train_names)
         sub = data.subset({held})
         full_gold = [set(p) for q, p in convs[names.index(held)].questions]
+        categories = convs[names.index(held)].categories
         idx = {kind: [i for i, e in enumerate(sub.examples) if e.kind == kind] for kind in kinds}
         row["questions"] = len(idx["question"])
         row.update(untrained(data, held))
@@ -307,6 +321,7 @@ def main() -> None:
             if name not in methods:
                 continue
             per_seed: dict[str, list[dict[str, float]]] = {key: [] for key in kinds.values() if key in row}
+            per_seed_cat: dict[str, list[dict[str, dict[str, float]]]] = {key: [] for key in per_seed}
             secs, losses = 0.0, []
             seed_scores: list[list[np.ndarray]] = []
             for scorer_seed in scorer_seeds:
@@ -323,8 +338,15 @@ def main() -> None:
                     if key in per_seed:
                         r = ranks(sub, idx[kind], [scores[i] for i in idx[kind]])
                         per_seed[key].append({f"recall@{k}": recall(r, full_gold, k) for k in KS})
+                        if categories:
+                            per_seed_cat[key].append(by_category(r, full_gold, categories))
             for key, seeds_figures in per_seed.items():
                 row[key][name] = {m: float(np.mean([f[m] for f in seeds_figures])) for m in seeds_figures[0]}  # type: ignore[index]
+                if categories:  # each category's recall, mean over the seeds
+                    cats_of = per_seed_cat[key]
+                    row[key]["by_category"][name] = {  # type: ignore[index]
+                        c: {m: float(np.mean([f[c][m] for f in cats_of])) for m in cats_of[0][c]} for c in cats_of[0]
+                    }
                 if len(scorer_seeds) > 1:
                     row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
             if len(scorer_seeds) > 1:
@@ -334,6 +356,8 @@ def main() -> None:
                     if key in per_seed:
                         r = ranks(sub, idx[kind], [mean_scores[i] for i in idx[kind]])
                         row[key][f"{name} ensemble"] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
+                        if categories:
+                            row[key]["by_category"][f"{name} ensemble"] = by_category(r, full_gold, categories)  # type: ignore[index]
             runs = len(scorer_seeds) * args.epochs
             row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / runs, "final_loss": float(np.mean(losses)),
                          "scorer_seeds": scorer_seeds}
@@ -376,6 +400,21 @@ def main() -> None:
                         summary[f"{key} {method} seed {scorer_seed} recall@{k}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
                     print(f"{method + ' s' + str(scorer_seed):<14}" + "".join(
                         f"{summary[f'{key} {method} seed {scorer_seed} recall@{k}']['mean']:>9.3f}       " for k in KS))
+        with_cats = [r for r in have if "by_category" in r[key]]  # type: ignore[operator]
+        if with_cats:
+            # Pooled over the folds' questions (each fold's recall weighted by its count).
+            print(f"\n{key} by LoCoMo category (1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop), R@1 / R@10")
+            for method in with_cats[0][key]["by_category"]:  # type: ignore[index]
+                cells = []
+                for cat in ("1", "2", "3", "4"):
+                    parts = [r[key]["by_category"][method][cat] for r in with_cats if cat in r[key]["by_category"][method]]  # type: ignore[index]
+                    n = sum(p["count"] for p in parts)
+                    if not n:
+                        continue
+                    pooled = {f"recall@{k}": sum(p["count"] * p[f"recall@{k}"] for p in parts) / n for k in KS}
+                    summary[f"{key} {method} category {cat}"] = {"count": n, **pooled}
+                    cells.append(f"{cat}: {pooled['recall@1']:.3f} / {pooled['recall@10']:.3f} (n={n})")
+                print(f"{method:<18}" + "   ".join(cells))
     Path(args.out).write_text(json.dumps({"config": config, "folds": rows, "summary": summary, "gather_seconds": gather_s, "data": data.describe() if data is not None else None}, indent=1))
 
 

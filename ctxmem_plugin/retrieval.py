@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin import answer_types
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.indexing import match_terms, query_terms
@@ -56,7 +55,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "next_bm25_norm",
     "session_best_dense",
     "session_best_bm25_norm",
-    *answer_types.FEATURE_NAMES,  # what the query asks for (a time, a count), what the turn holds
 )
 
 
@@ -315,7 +313,6 @@ class HybridRetriever:
                 *neigh[j],
                 sess_dense[j],
                 sess_bm25[j],
-                *answer_types.answer_features(query, row.content),
             )
         return f
 

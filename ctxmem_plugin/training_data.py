@@ -49,6 +49,7 @@ class Conversation:
     turns: list[SourceTurn]
     questions: list[tuple[str, set[int]]] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # the gold answer of each question, if known
+    categories: list[int] = field(default_factory=list)  # each question's LoCoMo category, if known
 
 
 @dataclass
@@ -114,12 +115,13 @@ def load_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
             for conv in load_locomo(path):
                 pos = {st.turn.metadata.get("dia_id"): i for i, st in enumerate(conv.turns)}
                 qs = [
-                    (q.question, {pos[e] for e in q.evidence if e in pos}, q.answer)
+                    (q.question, {pos[e] for e in q.evidence if e in pos}, q.answer, q.category)
                     for q in conv.questions
                     if q.category in (1, 2, 3, 4)
                 ]
                 qs = [q for q in qs if q[1]]
-                out.append(Conversation(conv.sample_id, list(conv.turns), [(t, e) for t, e, _ in qs], [a for _, _, a in qs]))
+                out.append(Conversation(conv.sample_id, list(conv.turns), [(t, e) for t, e, _, _ in qs],
+                                        [a for _, _, a, _ in qs], [c for _, _, _, c in qs]))
         else:
             for name, turns in read_log(path).conversations().items():
                 out.append(Conversation(f"{path.name}:{name}", turns))

@@ -144,6 +144,7 @@ def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Pa
 
     (conv,) = load_conversations([_write(tmp_path, [_sample()])])
     assert conv.answers == ["Tofu", "2023"]  # category 5 has no answer and is left out
+    assert conv.categories == [4, 2]
     plain, answered = eval_followups(conv), eval_followups(conv, "answered")
     assert [[t.content for t in turns] for turns, _, _ in plain] == [["What is Ann's cat called?"], ["Which year?"]]
     assert [[(t.role, t.content) for t in turns] for turns, _, _ in answered] == [
@@ -248,7 +249,7 @@ def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows
     from ctxmem_plugin.retrieval import FEATURE_NAMES
     from ctxmem_plugin.slot_runtime import RuntimeSettings
 
-    older = tuple(name for name in FEATURE_NAMES if name not in ("time_match", "query_asks_count"))
+    older = tuple(name for name in FEATURE_NAMES if name not in ("session_mean_fused", "prev_dense"))
     monkeypatch.setattr(training, "FEATURE_NAMES", (older[0], *older[:0:-1]))  # "hybrid" first, the rest reversed
     model = build_model(64, "hash-64", replace(TINY, members=1))
     monkeypatch.undo()
