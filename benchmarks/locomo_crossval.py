@@ -345,7 +345,8 @@ def main() -> None:
                 if categories:  # each category's recall, mean over the seeds
                     cats_of = per_seed_cat[key]
                     row[key]["by_category"][name] = {  # type: ignore[index]
-                        c: {m: float(np.mean([f[c][m] for f in cats_of])) for m in cats_of[0][c]} for c in cats_of[0]
+                        c: {m: cats_of[0][c][m] if m == "count" else float(np.mean([f[c][m] for f in cats_of])) for m in cats_of[0][c]}
+                        for c in cats_of[0]
                     }
                 if len(scorer_seeds) > 1:
                     row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
