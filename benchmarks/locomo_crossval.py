@@ -42,11 +42,16 @@ with seed SEED+k (tested), so ``--members 1 --scorer-seeds 0,1,2`` gives the 3-m
 ranking as its ``ensemble`` row, beside each member's own figures. With ``--members N``,
 repeats that share no member take seeds N apart (``--scorer-seeds 0,3,6`` for 3).
 
+``--device cuda`` runs the encoders (mining, tuning, gathering) and the scorers' training on
+a GPU; scoring the held-out examples stays on the CPU. A GPU rounds differently from the CPU,
+so its figures are compared with runs on the same device (its fold-cache keys are its own).
+
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
         [--scorer-seeds 0,1,2] [--members 3]
         [--followup-context question|answered]
-        [--tune-encoder [--encoder-hard-negatives K] [--fold-cache DIR] [--fit-fusion]]
-        [--out benchmarks/results/crossval.json]"""
+        [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
+                        [--fold-cache DIR] [--fit-fusion]]
+        [--device cpu|cuda] [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
 
@@ -133,6 +138,7 @@ def main() -> None:
     parser.add_argument("--tune-encoder", action="store_true",
                         help="fine-tune the encoder on each fold's training conversations first")
     parser.add_argument("--encoder-epochs", type=int, default=EncoderTuneConfig.epochs)
+    parser.add_argument("--encoder-lr", type=float, default=EncoderTuneConfig.lr, help="learning rate of encoder tuning")
     parser.add_argument("--encoder-negatives", type=int, default=EncoderTuneConfig.hard_negative_pool,
                         help="hard negatives drawn from each question's top-N non-evidence turns (0: none)")
     parser.add_argument("--encoder-hard-negatives", type=int, default=EncoderTuneConfig.hard_negatives,
@@ -143,6 +149,8 @@ def main() -> None:
                         help="with --tune-encoder: reuse/store each fold's gathered candidates in this directory")
     parser.add_argument("--fit-fusion", action="store_true",
                         help="with --tune-encoder: refit the fusion on each fold's training questions, as train does")
+    parser.add_argument("--device", default="cpu",
+                        help="where encoders run and tune and scorers train (cpu, cuda); scoring stays on the CPU")
     args = parser.parse_args()
     if args.tune_encoder and args.cache:
         parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder (see --fold-cache)")
@@ -167,6 +175,10 @@ def main() -> None:
                    "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
         if args.encoder_hard_negatives != 1:  # added later: caches made before it keep their keys
             depends["encoder_hard_negatives"] = args.encoder_hard_negatives
+        if args.encoder_lr != EncoderTuneConfig.lr:  # likewise
+            depends["encoder_lr"] = args.encoder_lr
+        if args.device != "cpu":  # another device rounds differently: its data is its own
+            depends["device"] = args.device
         if retrieval is not None and retrieval != RetrievalConfig():
             depends["retrieval"] = retrieval.to_dict()
         if not encoder_only:  # gathered features change with the version; a tuned encoder does not
@@ -192,17 +204,18 @@ def main() -> None:
 
     def tune_fold_encoder(held: str, directory: Path) -> tuple[SentenceEncoder, dict[str, object]]:
         """The fold's encoder, tuned on its training conversations alone, saved in ``directory``."""
-        tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, seed=args.seed, hard_negative_pool=args.encoder_negatives,
-                                     hard_negatives=args.encoder_hard_negatives, by_conversation=not args.encoder_mixed_batches)
+        tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, lr=args.encoder_lr, seed=args.seed,
+                                     hard_negative_pool=args.encoder_negatives, hard_negatives=args.encoder_hard_negatives,
+                                     by_conversation=not args.encoder_mixed_batches)
         t0 = time.perf_counter()
-        pairs = evidence_pairs([c for c in convs if c.name != held], miner=SentenceEncoder(device="cpu"),
+        pairs = evidence_pairs([c for c in convs if c.name != held], miner=SentenceEncoder(device=args.device),
                                pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed, per_question=tune_cfg.hard_negatives)
         mine_s = time.perf_counter() - t0
-        report = tune_encoder(pairs, directory, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg)
+        report = tune_encoder(pairs, directory, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg, device=args.device)
         log = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),
                "mine_seconds": mine_s, "tune_seconds": report.seconds, "name": report.name}
         print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s", flush=True)
-        return SentenceEncoder(directory, device="cpu", name=report.name), log
+        return SentenceEncoder(directory, device=args.device, name=report.name), log
 
     def fold_encoder(held: str, tmp: Path) -> tuple[SentenceEncoder, dict[str, object]]:
         """The fold's tuned encoder: from the fold cache when it holds it, else tuned (and kept there)."""
@@ -211,7 +224,7 @@ def main() -> None:
             base = fold_cache_path(held, encoder_only=True)
             directory, meta = base.with_suffix(".encoder"), base.with_suffix(".json")
             if directory.is_dir() and meta.is_file() and "name" in json.loads(meta.read_text()):
-                return SentenceEncoder(directory, device="cpu", name=json.loads(meta.read_text())["name"]), {"cached": True}
+                return SentenceEncoder(directory, device=args.device, name=json.loads(meta.read_text())["name"]), {"cached": True}
             encoder, log = tune_fold_encoder(held, directory)
             # Its tuning log, with its name, beside it (merged into the log of data gathered before).
             meta.write_text(json.dumps({**(json.loads(meta.read_text()) if meta.is_file() else {}), **log}))
@@ -249,7 +262,7 @@ def main() -> None:
     if args.cache and Path(args.cache).is_file():
         data = load_dataset(Path(args.cache))
     elif not args.tune_encoder:
-        data = collect(SentenceEncoder(device="cpu"))
+        data = collect(SentenceEncoder(device=args.device))
         if args.cache:
             save_dataset(data, Path(args.cache))
     gather_s = time.perf_counter() - started
@@ -329,8 +342,9 @@ def main() -> None:
                               batch_size=args.batch_size, slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
                               focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members)
                 t0 = time.perf_counter()
-                model, log = train(train_data, cfg)
+                model, log = train(train_data, cfg, device=args.device)
                 secs += time.perf_counter() - t0
+                model.to("cpu")  # score_examples batches on the CPU
                 losses.append(log[-1]["loss"])
                 scores = score_examples(model, sub, list(range(len(sub.examples))), cfg.write_chunk)
                 seed_scores.append(scores)

@@ -153,21 +153,44 @@ def test_tuning_config_is_checked() -> None:
 @pytest.mark.slow
 def test_tuning_pulls_questions_towards_their_evidence_and_writes_a_safe_directory(tmp_path: Path, minilm) -> None:
     cfg = EncoderTuneConfig(epochs=3, lr=1e-4, batch_size=6, seed=3)
-    report = tune_encoder(PAIRS, tmp_path / "enc", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg)
+    seen: list[tuple[int, float]] = []  # (epochs done, margin of the model then)
+
+    def measure(epochs_done: int, model) -> None:
+        assert not model.training
+        seen.append((epochs_done, margin(_Wrapped(model), PAIRS)))
+
+    report = tune_encoder(PAIRS, tmp_path / "enc", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg, on_epoch=measure)
     tuned = SentenceEncoder(tmp_path / "enc", device="cpu", name=report.name)
     before, after = margin(minilm, PAIRS), margin(tuned, PAIRS)
     assert after > before + 0.05, (before, after)
+    # Measured after every epoch; the last measurement is the saved model's.
+    assert [e for e, _ in seen] == [1, 2, 3] and seen[-1][1] == pytest.approx(after, abs=1e-5)
     assert report.pairs == len(PAIRS) and len(report.losses) == 3 and report.losses[-1] < report.losses[0]
     assert report.name == tuned_name(DEFAULT_MODEL, tmp_path / "enc") == f"{DEFAULT_MODEL}+tuned-{weights_fingerprint(tmp_path / 'enc')}"
     files = {p.name for p in (tmp_path / "enc").rglob("*") if p.is_file()}
     assert "model.safetensors" in files and not {f for f in files if f.endswith((".bin", ".pt", ".pkl"))}
     assert encoder_dir_problems(tmp_path / "enc", report.name) == []
     assert [p.name for p in tmp_path.iterdir()] == ["enc"]  # no staging directory left behind
-    # Same seed, same data: the same weights, so the same name.
+    # Same seed, same data: the same weights, so the same name (and the run without the
+    # per-epoch measurement gets the same weights as the run with it).
     again = tune_encoder(PAIRS, tmp_path / "enc2", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg)
     assert again.name == report.name
+    # The model measured after epoch 1 is the one a 1-epoch run saves (a constant learning rate).
+    one = tune_encoder(PAIRS, tmp_path / "enc1", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=replace(cfg, epochs=1))
+    assert margin(SentenceEncoder(tmp_path / "enc1", device="cpu", name=one.name), PAIRS) == pytest.approx(seen[0][1], abs=1e-5)
+    assert seen[0][1] != pytest.approx(after, abs=1e-3)  # and it differs from the last epoch's
     with pytest.raises(InputError, match="at least 2"):
         tune_encoder(PAIRS[:1], tmp_path / "x", base=default_model_path(), base_name=DEFAULT_MODEL)
+
+
+class _Wrapped:
+    """A ``SentenceTransformer`` seen as :func:`margin` needs it (unit-length vectors)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def _fake_encoder_dir(root: Path) -> tuple[Path, str]:

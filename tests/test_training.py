@@ -260,7 +260,8 @@ def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows
             p.add_(0.1 * torch.randn_like(p))
     save_model(model, tmp_path / "old", extra={"runtime": RuntimeSettings(pool=100, write_chunk=4).to_dict()})
     turns = [st.turn for st in read_paths([LOGS / "maya.jsonl"])[0].turns]
-    with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "old") as mem:
+    # On the CPU wherever it runs: the model is called directly below with CPU tensors.
+    with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "old", device="cpu") as mem:
         mem.add(turns, ("maya",))
         runtime = mem.slots
         assert runtime is not None
