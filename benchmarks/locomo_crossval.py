@@ -47,7 +47,7 @@ a GPU; scoring the held-out examples stays on the CPU. A GPU rounds differently 
 so its figures are compared with runs on the same device (its fold-cache keys are its own).
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--scorer-seeds 0,1,2] [--members 3]
+        [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3]
         [--followup-context question|answered]
         [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
                         [--fold-cache DIR] [--fit-fusion]]
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--scorer-seeds", default=None,
                         help="comma-separated seeds: train each model once per seed and report their mean (default: --seed)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--cue-weight", type=float, default=TrainConfig.cue_weight,
+                        help="weight of the self-supervised examples' loss where a batch holds questions")
     parser.add_argument("--members", type=int, default=TrainConfig.members,
                         help="members per model (seeds SEED..SEED+N-1, scores averaged), as train --members")
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
@@ -339,7 +341,8 @@ def main() -> None:
             seed_scores: list[list[np.ndarray]] = []
             for scorer_seed in scorer_seeds:
                 cfg = replace(TrainConfig(), epochs=args.epochs, seed=scorer_seed, use_slots=use_slots, lr=args.lr,
-                              batch_size=args.batch_size, slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
+                              batch_size=args.batch_size, cue_weight=args.cue_weight,
+                              slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
                               focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members)
                 t0 = time.perf_counter()
                 model, log = train(train_data, cfg, device=args.device)
