@@ -52,15 +52,11 @@ def dense_recall(vectors: Any, conv: Conversation) -> dict[str, Any]:
     return out
 
 
-def epoch_meter(held: str, conv: Conversation, measured: list[dict[str, Any]], batch_size: int) -> Callable[[int, Any], None]:
+def epoch_meter(held: str, conv: Conversation, measured: list[dict[str, Any]]) -> Callable[[int, SentenceEncoder], None]:
     """``tune_encoder``'s ``on_epoch``: appends the held-out figures of the model after each epoch."""
 
-    def measure(epochs_done: int, model: Any) -> None:
-        def vectors(texts: list[str]) -> np.ndarray:
-            return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                                show_progress_bar=False)
-
-        measured.append({"epoch": epochs_done, **dense_recall(vectors, conv)})
+    def measure(epochs_done: int, encoder: SentenceEncoder) -> None:
+        measured.append({"epoch": epochs_done, **dense_recall(encoder.encode, conv)})
         print(f"{held} epoch {epochs_done}: dense R@1 {measured[-1]['recall@1']:.3f} R@10 {measured[-1]['recall@10']:.3f}",
               flush=True)
 
@@ -96,7 +92,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="ctxmem-encoder-epochs-") as tmp:
             report = tune_encoder(pairs, Path(tmp) / "encoder", base=default_model_path(), base_name=DEFAULT_MODEL,
                                   cfg=cfg, device=args.device,
-                                  on_epoch=epoch_meter(held, conv, measured, base.batch_size))
+                                  on_epoch=epoch_meter(held, conv, measured))
         rows.append({"held_out": held, "questions": len(conv.questions), "pairs": report.pairs,
                      "losses": list(report.losses), "seconds": time.perf_counter() - began, "epochs": measured})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,13 @@ class SentenceEncoder:
         self._lock = threading.Lock()
         self._dim: int | None = None
 
+    @classmethod
+    def over(cls, model: Any, path: Path, *, device: str, name: str) -> SentenceEncoder:
+        """An encoder over an already loaded ``SentenceTransformer`` (one being tuned, say), from ``path``."""
+        encoder = cls(path, device=device, name=name)
+        encoder._model = model
+        return encoder
+
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -198,7 +197,7 @@ def tune_encoder(
     cfg: EncoderTuneConfig = EncoderTuneConfig(),
     device: str = "cpu",
     progress: Callable[[int, float], None] | None = None,
-    on_epoch: Callable[[int, Any], None] | None = None,
+    on_epoch: Callable[[int, SentenceEncoder], None] | None = None,
 ) -> TuneReport:
     """Fine-tune the sentence-transformers model in ``base`` and save it as ``out``.
 
@@ -215,10 +214,10 @@ def tune_encoder(
         cfg: hyper-parameters.
         device: ``cpu`` or ``cuda``.
         progress: called with ``(pairs done, running mean loss)`` after every step.
-        on_epoch: called with ``(epochs done, model)`` after every epoch, the model (a
-            ``SentenceTransformer``) in eval mode, to measure it between epochs: the learning rate
-            is constant, so the model after epoch k is the model an ``epochs=k`` run saves.
-            Encoding in it consumes no random numbers, so it leaves the run unchanged.
+        on_epoch: called with ``(epochs done, encoder)`` after every epoch, the encoder over the
+            model being tuned, in eval mode, to measure it between epochs: the learning rate is
+            constant, so the model after epoch k is the model an ``epochs=k`` run saves.
+            Encoding with it consumes no random numbers, so it leaves the run unchanged.
 
     Returns:
         The tuned encoder's name, the pairs used, the mean loss of each epoch, the time and
@@ -259,7 +258,7 @@ def tune_encoder(
         losses.append(total / max(seen, 1))
         if on_epoch is not None:
             model.eval()
-            on_epoch(len(losses), model)
+            on_epoch(len(losses), SentenceEncoder.over(model, base, device=device, name=f"{base_name}+epoch-{len(losses)}"))
     model.eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

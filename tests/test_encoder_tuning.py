@@ -155,9 +155,9 @@ def test_tuning_pulls_questions_towards_their_evidence_and_writes_a_safe_directo
     cfg = EncoderTuneConfig(epochs=3, lr=1e-4, batch_size=6, seed=3)
     seen: list[tuple[int, float]] = []  # (epochs done, margin of the model then)
 
-    def measure(epochs_done: int, model) -> None:
-        assert not model.training
-        seen.append((epochs_done, margin(_Wrapped(model), PAIRS)))
+    def measure(epochs_done: int, encoder: SentenceEncoder) -> None:
+        assert not encoder._load().training
+        seen.append((epochs_done, margin(encoder, PAIRS)))
 
     report = tune_encoder(PAIRS, tmp_path / "enc", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg, on_epoch=measure)
     tuned = SentenceEncoder(tmp_path / "enc", device="cpu", name=report.name)
@@ -181,16 +181,6 @@ def test_tuning_pulls_questions_towards_their_evidence_and_writes_a_safe_directo
     assert seen[0][1] != pytest.approx(after, abs=1e-3)  # and it differs from the last epoch's
     with pytest.raises(InputError, match="at least 2"):
         tune_encoder(PAIRS[:1], tmp_path / "x", base=default_model_path(), base_name=DEFAULT_MODEL)
-
-
-class _Wrapped:
-    """A ``SentenceTransformer`` seen as :func:`margin` needs it (unit-length vectors)."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def _fake_encoder_dir(root: Path) -> tuple[Path, str]:
