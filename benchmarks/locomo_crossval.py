@@ -46,12 +46,16 @@ repeats that share no member take seeds N apart (``--scorer-seeds 0,3,6`` for 3)
 a GPU; scoring the held-out examples stays on the CPU. A GPU rounds differently from the CPU,
 so its figures are compared with runs on the same device (its fold-cache keys are its own).
 
+``--save-scores DIR`` writes each fold's held-out examples (their kind, candidates and each
+trained model's score, the seeds' mean) to ``DIR/HELD.npz``, to study the ranking afterwards
+without training again.
+
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
         [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3]
         [--followup-context question|answered]
         [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
                         [--fold-cache DIR] [--fit-fusion]]
-        [--device cpu|cuda] [--out benchmarks/results/crossval.json]"""
+        [--device cpu|cuda] [--save-scores DIR] [--out benchmarks/results/crossval.json]"""
 
 from __future__ import annotations
 
@@ -153,6 +157,8 @@ def main() -> None:
                         help="with --tune-encoder: refit the fusion on each fold's training questions, as train does")
     parser.add_argument("--device", default="cpu",
                         help="where encoders run and tune and scorers train (cpu, cuda); scoring stays on the CPU")
+    parser.add_argument("--save-scores", default=None,
+                        help="write each fold's held-out candidates and trained models' scores (seeds averaged) to DIR/HELD.npz")
     args = parser.parse_args()
     if args.tune_encoder and args.cache:
         parser.error("--cache cannot be used with --tune-encoder: each fold gathers with its own encoder (see --fold-cache)")
@@ -295,6 +301,7 @@ def main() -> None:
                 save_fold(data, cached, tuning)
         assert data is not None
         row: dict[str, object] = {"held_out": held}
+        saved: dict[str, np.ndarray] = {}
         if tuning:
             row["encoder"] = tuning
         if args.fit_fusion:
@@ -367,18 +374,28 @@ def main() -> None:
                     }
                 if len(scorer_seeds) > 1:
                     row[key][f"{name} seeds"] = seeds_figures  # type: ignore[index]
+            # The seeds' scorers as one ensemble: each candidate's scores averaged over the seeds.
+            mean_scores = [np.mean([s[i] for s in seed_scores], axis=0) for i in range(len(sub.examples))]
             if len(scorer_seeds) > 1:
-                # The seeds' scorers as one ensemble: each candidate's scores averaged over the seeds.
-                mean_scores = [np.mean([s[i] for s in seed_scores], axis=0) for i in range(len(sub.examples))]
                 for kind, key in kinds.items():
                     if key in per_seed:
                         r = ranks(sub, idx[kind], [mean_scores[i] for i in idx[kind]])
                         row[key][f"{name} ensemble"] = {f"recall@{k}": recall(r, full_gold, k) for k in KS}  # type: ignore[index]
                         if categories:
                             row[key]["by_category"][f"{name} ensemble"] = by_category(r, full_gold, categories)  # type: ignore[index]
+            if args.save_scores:
+                # Every held-out example's candidates and score (mean over the seeds), to study the
+                # ranking later without training again; kinds and question order as in the dataset.
+                saved[f"{name}/kind"] = np.array([e.kind for e in sub.examples])
+                for i, e in enumerate(sub.examples):
+                    saved[f"{name}/cand/{i}"] = e.cand
+                    saved[f"{name}/score/{i}"] = mean_scores[i].astype(np.float32)
             runs = len(scorer_seeds) * args.epochs
             row[name] = {"train_seconds": secs, "seconds_per_epoch": secs / runs, "final_loss": float(np.mean(losses)),
                          "scorer_seeds": scorer_seeds}
+        if args.save_scores:
+            Path(args.save_scores).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(Path(args.save_scores) / f"{held}.npz", **saved)
         rows.append(row)
         # Written after every fold, so that an interrupted run keeps what it measured.
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
