@@ -116,7 +116,8 @@ def main() -> None:
     variants = args.variants.split(",")
     base = SentenceEncoder(default_model_path(), device="cpu", name=DEFAULT_MODEL)
     cfg = EncoderTuneConfig()
-    result: dict[str, object] = {"config": {**vars(args), "file": Path(args.file).name, "out": Path(args.out).name}, "folds": {}}
+    result: dict[str, object] = {"config": {**vars(args), "file": Path(args.file).name, "out": Path(args.out).name,
+                                         "fold_cache": args.fold_cache and Path(args.fold_cache).name}, "folds": {}}
 
     def save() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
