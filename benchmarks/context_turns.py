@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 from collections.abc import Sequence
-from itertools import islice
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,6 @@ from ctxmem_plugin.encoder import (
 )
 from ctxmem_plugin.encoder_tuning import (
     EncoderTuneConfig,
-    TunePair,
     evidence_pairs,
     tune_encoder,
 )
@@ -63,22 +61,6 @@ def context_texts(conv: Conversation) -> list[str]:
     plain = [embed_text(st.turn) for st in conv.turns]
     session = [str(st.turn.metadata.get("dia_id", "")).split(":")[0] for st in conv.turns]
     return [plain[i - 1] + ARROW + plain[i] if i and session[i] == session[i - 1] else plain[i] for i in range(len(plain))]
-
-
-def context_pairs(convs: Sequence[Conversation], miner: TextEncoder, cfg: EncoderTuneConfig, seed: int, group0: int) -> list[TunePair]:
-    """:func:`evidence_pairs` with the contextual texts as the turns (groups numbered from ``group0``)."""
-    rng = random.Random(seed)
-    pairs = []
-    for g, conv in enumerate(convs):
-        texts = context_texts(conv)
-        sims = miner.encode([q for q, _ in conv.questions]) @ miner.encode(texts).T
-        for j, (q, evidence) in enumerate(conv.questions):
-            gold = frozenset(texts[p] for p in evidence)
-            ranked = (texts[int(i)] for i in np.argsort(-sims[j], kind="stable"))
-            top = list(islice((t for t in ranked if t not in gold), cfg.hard_negative_pool))
-            negatives = tuple(rng.sample(top, min(cfg.hard_negatives, len(top))))
-            pairs += [TunePair(q, texts[p], group0 + g, gold, negatives) for p in sorted(evidence)]
-    return pairs
 
 
 def recall(sims: np.ndarray, gold: Sequence[set[int]]) -> dict[str, float]:
@@ -138,8 +120,10 @@ def main() -> None:
                 else:
                     t0 = time.perf_counter()
                     pairs = evidence_pairs(train_convs, miner=base, pool=cfg.hard_negative_pool, seed=cfg.seed, per_question=cfg.hard_negatives)
-                    if variant == "both":
-                        pairs += context_pairs(train_convs, base, cfg, cfg.seed, group0=len(train_convs))
+                    if variant == "both":  # the contextual pairs batch apart from the plain ones: groups of their own
+                        pairs += [replace(p, group=p.group + len(train_convs)) for p in evidence_pairs(
+                            train_convs, miner=base, pool=cfg.hard_negative_pool, seed=cfg.seed,
+                            per_question=cfg.hard_negatives, turn_texts=context_texts)]
                     mined = time.perf_counter() - t0
                     report = tune_encoder(pairs, Path(tmp) / "encoder", base=default_model_path(), base_name=DEFAULT_MODEL, cfg=cfg)
                     encoder = SentenceEncoder(Path(tmp) / "encoder", device="cpu")

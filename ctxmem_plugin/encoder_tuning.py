@@ -109,6 +109,7 @@ def evidence_pairs(
     pool: int = EncoderTuneConfig.hard_negative_pool,
     seed: int = 0,
     per_question: int = EncoderTuneConfig.hard_negatives,
+    turn_texts: Callable[[Conversation], list[str]] | None = None,
 ) -> list[TunePair]:
     """A :class:`TunePair` for every evidence turn of every labelled question.
 
@@ -118,11 +119,13 @@ def evidence_pairs(
     the ``pool`` turns of its conversation that the miner ranks highest for it without being
     evidence. The very top ones are not taken every time: evidence labels are incomplete, and
     the best-ranked non-evidence turn is the likeliest to be an unlabelled answer.
+    ``turn_texts`` gives a conversation's turn texts another way (one per turn, for
+    experiments with what a turn's vector is computed from); by default :func:`embed_text`.
     """
     rng = random.Random(seed)
     pairs = []
     for group, conv in enumerate(conversations):
-        texts = [embed_text(st.turn) for st in conv.turns]
+        texts = turn_texts(conv) if turn_texts is not None else [embed_text(st.turn) for st in conv.turns]
         sims = None
         if miner is not None and pool > 0 and conv.questions:
             sims = miner.encode([q for q, _ in conv.questions]) @ miner.encode(texts).T  # (questions, turns)
