@@ -51,7 +51,7 @@ trained model's score, the seeds' mean) to ``DIR/HELD.npz``, to study the rankin
 without training again.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3]
+        [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3] [--evidence-neighbours negatives|ignored]
         [--followup-context question|answered]
         [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
                         [--fold-cache DIR] [--fit-fusion]]
@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--cue-weight", type=float, default=TrainConfig.cue_weight,
                         help="weight of the self-supervised examples' loss where a batch holds questions")
+    parser.add_argument("--evidence-neighbours", choices=("negatives", "ignored"),
+                        default="ignored" if TrainConfig.ignore_evidence_neighbours else "negatives",
+                        help="the turns next to a question's evidence: negatives in its training list, or left out")
     parser.add_argument("--members", type=int, default=TrainConfig.members,
                         help="members per model (seeds SEED..SEED+N-1, scores averaged), as train --members")
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
@@ -350,7 +353,8 @@ def main() -> None:
                 cfg = replace(TrainConfig(), epochs=args.epochs, seed=scorer_seed, use_slots=use_slots, lr=args.lr,
                               batch_size=args.batch_size, cue_weight=args.cue_weight,
                               slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
-                              focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members)
+                              focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members,
+                              ignore_evidence_neighbours=args.evidence_neighbours == "ignored")
                 t0 = time.perf_counter()
                 model, log = train(train_data, cfg, device=args.device)
                 secs += time.perf_counter() - t0

@@ -36,7 +36,7 @@ from ctxmem_plugin.retrieval import FEATURE_NAMES
 from ctxmem_plugin.scorer import ScorerConfig, listwise_loss
 from ctxmem_plugin.slot_runtime import RuntimeSettings
 from ctxmem_plugin.slots import SlotConfig
-from ctxmem_plugin.training_data import TRAIN_KINDS, Dataset
+from ctxmem_plugin.training_data import TRAIN_KINDS, Dataset, Example
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAIN_LOG = "train_log.json"
@@ -73,6 +73,11 @@ class TrainConfig:
     # Members trained alike, member k from seed ``seed + k``, and averaged (model.py): held
     # out, 3 ranked a little better than their members alone (docs/training.md, Members).
     members: int = 3
+    # Leave the turns just before and after a question's evidence turn out of its candidate list
+    # in training (never out of search). LoCoMo sometimes labels one turn of an exchange where
+    # its neighbour says as much (the answer to a labelled question): teaching that neighbour as
+    # a wrong answer is label noise. Off: held out, it did not raise recall (docs/training.md).
+    ignore_evidence_neighbours: bool = False
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | None = None) -> CtxMemModel:
@@ -105,8 +110,9 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | Non
 class _Batches:
     """Padded tensors of the dataset, built once; batches are index lists into them."""
 
-    def __init__(self, data: Dataset, chunk: int, device: str) -> None:
+    def __init__(self, data: Dataset, chunk: int, device: str, ignore_evidence_neighbours: bool = False) -> None:
         self.device = device
+        self.ignore_evidence_neighbours = ignore_evidence_neighbours
         convs = data.conversations
         dim = convs[0].vectors.shape[1]
         fdim = convs[0].features.shape[1]
@@ -145,9 +151,17 @@ class _Batches:
             k = len(e.cand)
             feats[j, :k] = torch.from_numpy(e.features)
             cand[j, :k] = torch.from_numpy(e.cand)
-            mask[j, :k] = True
+            mask[j, :k] = torch.from_numpy(self._kept(e))
             labels[j, :k] = torch.from_numpy(e.labels.astype(np.float32))
         return {"features": feats, "cand": cand, "mask": mask, "labels": labels, "conv_row": conv_row, "query": query, "focus": focus, "is_question": weight}
+
+    def _kept(self, e: Example) -> np.ndarray:
+        """Which of the example's candidates the loss sees: all, or all but evidence neighbours."""
+        if not (self.ignore_evidence_neighbours and e.kind == "question"):
+            return np.ones(len(e.cand), dtype=bool)
+        gold = e.cand[e.labels]
+        # Positions in the conversation; another evidence turn stays in even when it is adjacent.
+        return ~(np.isin(e.cand, np.concatenate([gold - 1, gold + 1])) & ~e.labels)
 
 
 class _LossModule(nn.Module):
@@ -341,7 +355,7 @@ def _train(
             # Steps that reuse detached slots leave the write path unused: DDP must be told.
             module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
         modules.append(module)
-    batches = _Batches(data, cfg.write_chunk, device)
+    batches = _Batches(data, cfg.write_chunk, device, cfg.ignore_evidence_neighbours)
     slot_inputs = tuple(t.to(device) for t in batches.slot_inputs())
     trainable = np.array([i for i, e in enumerate(data.examples) if e.kind in TRAIN_KINDS])
     n = len(trainable)
@@ -443,6 +457,7 @@ def resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
     saved.setdefault("focus_rate", 0.0)
     saved.setdefault("focus_pool", 0)
     saved.setdefault("members", 1)  # saved before models had members
+    saved.setdefault("ignore_evidence_neighbours", False)  # saved before the option existed
     return replace(TrainConfig(**saved), epochs=cfg.epochs)
 
 
