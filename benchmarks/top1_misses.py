@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ctxmem_plugin.indexing import embed_text
+from ctxmem_plugin.locomo import load_locomo
 from ctxmem_plugin.training_data import load_conversations
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,11 +39,12 @@ def main() -> None:
     held = Path(args.scores).stem
     convs = {c.name: c for c in load_conversations([args.data])}
     conv = convs[held]
-    answers: dict[str, object] = {}
-    for sample in json.loads(Path(args.data).read_text()):
-        if sample.get("sample_id") == held:
-            for qa in sample["qa"]:
-                answers.setdefault(qa["question"], qa.get("answer"))
+    # The first answer given to a question text, as the training data keeps the first asking.
+    answers: dict[str, str] = {}
+    for sample in load_locomo(args.data):
+        if sample.sample_id == held:
+            for qa in sample.questions:
+                answers.setdefault(qa.question, qa.answer)
     saved = np.load(args.scores)
     kinds = saved[f"{args.model}/kind"]
     question_rows = [i for i, kind in enumerate(kinds) if kind == "question"]
