@@ -38,11 +38,15 @@ def ranked(cand: np.ndarray, score: np.ndarray) -> np.ndarray:
     return cand[np.lexsort((cand, -score))]
 
 
-def diversify(order: np.ndarray, score_of: dict[int, float], vecs: np.ndarray, lam: float, top: int, k: int) -> list[int]:
+def head_of(order: np.ndarray, score_of: dict[int, float], vecs: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top candidates, their standardised scores and their pairwise cosines (once per question)."""
     head = order[:top]
     s = np.array([score_of[int(t)] for t in head], dtype=np.float64)
     s = (s - s.mean()) / (s.std() + 1e-9)  # so that lambda means the same for every query
-    sim = vecs[head] @ vecs[head].T
+    return head, s, vecs[head] @ vecs[head].T
+
+
+def diversify(head: np.ndarray, s: np.ndarray, sim: np.ndarray, lam: float, k: int) -> list[int]:
     chosen, nearest = [0], sim[0].copy()
     left = list(range(1, len(head)))
     while left and len(chosen) < k:
@@ -104,8 +108,9 @@ def main() -> None:
             score_of = {int(c): float(s) for c, s in zip(cand, score)}
             gold_set = set(gold)
             category = str(conv.categories[q]) if conv.categories else "?"
+            head, z, sim = head_of(order, score_of, vecs, args.top)
             for lam in lambdas:
-                turns = diversify(order, score_of, vecs, lam, args.top, 10)
+                turns = diversify(head, z, sim, lam, 10)
                 for k in (1, 5, 10):
                     for group in ("all", f"category {category}", held):
                         diverse[(lam, group, k)].append(recall(gold_set, turns, k))
