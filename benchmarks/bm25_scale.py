@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.indexing import match_terms
-from ctxmem_plugin.store import LongTermStore, NewRow
+from ctxmem_plugin.retrieval.text import match_terms
+from ctxmem_plugin.storage.sqlite import LongTermStore, NewRow
 from ctxmem_plugin.records import Turn
 
 REPO = Path(__file__).resolve().parents[1]

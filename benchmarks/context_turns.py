@@ -37,19 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.encoder import (
+from ctxmem_plugin.encoders import (
     DEFAULT_MODEL,
     SentenceEncoder,
     TextEncoder,
     default_model_path,
 )
-from ctxmem_plugin.encoder_tuning import (
+from ctxmem_plugin.training.encoder_tuning import (
     EncoderTuneConfig,
     evidence_pairs,
     tune_encoder,
 )
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.training_data import Conversation, load_conversations
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.training.data import Conversation, load_conversations
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from locomo_crossval import KS, REPO, ranks, recall, this_version
 
-from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
-from ctxmem_plugin.training import TrainConfig, score_examples, train
-from ctxmem_plugin.training_data import (
+from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
+from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.training.trainer import TrainConfig, score_examples, train
+from ctxmem_plugin.training.data import (
     Dataset,
     gather,
     load_conversations,

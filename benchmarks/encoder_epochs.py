@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from locomo_crossval import KS, by_category, recall
 
-from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.training_data import Conversation, load_conversations
+from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
+from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.training.data import Conversation, load_conversations
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ctxmem_plugin.encoder import SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import evidence_pairs
-from ctxmem_plugin.evaluation import evaluate_locomo
-from ctxmem_plugin.training_data import load_conversations
+from ctxmem_plugin.encoders import SentenceEncoder, default_model_path
+from ctxmem_plugin.training.encoder_tuning import evidence_pairs
+from ctxmem_plugin.evaluation.locomo import evaluate_locomo
+from ctxmem_plugin.training.data import load_conversations
 
 REPO = Path(__file__).resolve().parents[1]
 KS = (1, 5, 10, 20)
@@ -40,7 +40,7 @@ KS = (1, 5, 10, 20)
 def fine_tune(pairs: list[tuple[str, str]], epochs: int, seed: int, out: Path) -> list[float]:
     """Fine-tune the bundled model with in-batch negatives; save it to ``out``; mean loss per epoch.
 
-    The measurement that led to ``ctxmem_plugin.encoder_tuning``, kept as it was run. The
+    The measurement that led to ``ctxmem_plugin.training.encoder_tuning``, kept as it was run. The
     product's version also masks in-batch false negatives (the same turn, or another evidence
     turn of the same question); its effect is measured by ``locomo_crossval.py --tune-encoder``.
     """

@@ -69,13 +69,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
-from ctxmem_plugin.fusion_fit import fit_fusion
-from ctxmem_plugin.retrieval import FEATURE_NAMES, RetrievalConfig
-from ctxmem_plugin.slots import WRITE_RULES
-from ctxmem_plugin.training import TrainConfig, score_examples, train
-from ctxmem_plugin.training_data import (
+from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
+from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.training.fusion_fit import fit_fusion
+from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
+from ctxmem_plugin.reranker.slots import WRITE_RULES
+from ctxmem_plugin.training.trainer import TrainConfig, score_examples, train
+from ctxmem_plugin.training.data import (
     FOLLOWUP_CONTEXTS,
     FOLLOWUPS_PER_CONVERSATION,
     Dataset,

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from locomo_crossval import this_version
 
-from ctxmem_plugin.fusion_fit import (
+from ctxmem_plugin.training.fusion_fit import (
     FUSION_GRID,
     fit_fusion,
     grid_recalls,
     question_examples,
 )
-from ctxmem_plugin.retrieval import RetrievalConfig
-from ctxmem_plugin.training_data import load_conversations, load_dataset
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
+from ctxmem_plugin.training.data import load_conversations, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = RetrievalConfig()

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxmem_plugin.checkpoint import load_model
-from ctxmem_plugin.encoder import SentenceEncoder
-from ctxmem_plugin.locomo import load_locomo
+from ctxmem_plugin.reranker.checkpoint import load_model
+from ctxmem_plugin.encoders import SentenceEncoder
+from ctxmem_plugin.formats.locomo import load_locomo
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.slot_runtime import write_chunks
-from ctxmem_plugin.training import TrainConfig, build_model
+from ctxmem_plugin.reranker.runtime import write_chunks
+from ctxmem_plugin.training.trainer import TrainConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

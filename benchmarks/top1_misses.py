@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.locomo import load_locomo
-from ctxmem_plugin.training_data import load_conversations
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.formats.locomo import load_locomo
+from ctxmem_plugin.training.data import load_conversations
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared/data/locomo/locomo_dev.json"

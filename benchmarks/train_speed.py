@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ctxmem_plugin.training import TrainConfig, train
-from ctxmem_plugin.training_data import TRAIN_KINDS, load_dataset, save_dataset
+from ctxmem_plugin.training.trainer import TrainConfig, train
+from ctxmem_plugin.training.data import TRAIN_KINDS, load_dataset, save_dataset
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.evaluation import build_questions, metrics, rank_by
-from ctxmem_plugin.locomo import load_locomo
+from ctxmem_plugin.evaluation.locomo import build_questions, metrics, rank_by
+from ctxmem_plugin.formats.locomo import load_locomo
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.retrieval import RetrievalConfig, fuse
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig, fuse
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {

@@ -19,10 +19,10 @@ from ctxmem_plugin.errors import (
     ModelMismatchError,
     NamespaceError,
 )
-from ctxmem_plugin.hashing import HashEncoder
+from ctxmem_plugin.encoders.hashing import HashEncoder
 from ctxmem_plugin.memory import ContextMemory, IngestReport
 from ctxmem_plugin.records import Hit, StoredTurn, Turn
-from ctxmem_plugin.retrieval import RetrievalConfig
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 
 __version__ = "0.1.0"
 

@@ -17,15 +17,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.encoder import TextEncoder, load_encoder
+from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.indexing import embed_text, index_text
-from ctxmem_plugin.lock import WriterLock
+from ctxmem_plugin.retrieval.text import embed_text, index_text
+from ctxmem_plugin.storage.lock import WriterLock
 from ctxmem_plugin.records import Hit, StoredTurn, Turn
-from ctxmem_plugin.retrieval import METHODS, HybridRetriever, RetrievalConfig
-from ctxmem_plugin.store import DB_NAME, LongTermStore, NewRow
-from ctxmem_plugin.vector_index import VectorIndex
+from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
+from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore, NewRow
+from ctxmem_plugin.storage.vectors import VectorIndex
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -112,7 +112,7 @@ class ContextMemory:
         # --encoder must not leave an empty memory behind.
         self.slots = None
         if model is not None:
-            from ctxmem_plugin.slot_runtime import SlotRuntime
+            from ctxmem_plugin.reranker.runtime import SlotRuntime
 
             self.slots = SlotRuntime.load(Path(model), device=device)
             if encoder is None:

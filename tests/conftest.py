@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ctxmem_plugin.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
+from ctxmem_plugin.encoders.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 LOCOMO_DEV = REPO.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -24,7 +24,7 @@ def hash_encoder() -> HashEncoder:
 @pytest.fixture(scope="session")
 def minilm():
     """The real default model, loaded once per test session."""
-    from ctxmem_plugin.encoder import SentenceEncoder
+    from ctxmem_plugin.encoders import SentenceEncoder
 
     return SentenceEncoder(device="cpu")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import ctxmem_plugin.encoder
+import ctxmem_plugin.encoders
 from ctxmem_plugin.cli import main
 from ctxmem_plugin.errors import NamespaceError
 from ctxmem_plugin.memory import ContextMemory
@@ -24,7 +24,7 @@ MAYA = REPO / "examples" / "chat_logs" / "maya.jsonl"
 @pytest.fixture(autouse=True)
 def fast_encoder(monkeypatch: pytest.MonkeyPatch) -> HashEncoder:
     enc = HashEncoder()
-    monkeypatch.setattr(ctxmem_plugin.encoder, "SentenceEncoder", lambda model=None, **_: enc)
+    monkeypatch.setattr(ctxmem_plugin.encoders, "SentenceEncoder", lambda model=None, **_: enc)
     return enc
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ctxmem_plugin.bm25 import TOKENIZE, Tokenizer
+from ctxmem_plugin.storage.bm25 import TOKENIZE, Tokenizer
 from ctxmem_plugin.errors import CtxMemError
-from ctxmem_plugin.indexing import match_terms
+from ctxmem_plugin.retrieval.text import match_terms
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.migrations import MIGRATIONS
+from ctxmem_plugin.storage.schema import MIGRATIONS
 from ctxmem_plugin.namespaces import to_key
-from ctxmem_plugin.store import DB_NAME, LongTermStore
+from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 
 from conftest import HashEncoder
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ctxmem_plugin.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model, read_config, save_model
+from ctxmem_plugin.reranker.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model, read_config, save_model
 from ctxmem_plugin.errors import CheckpointError
-from ctxmem_plugin.model import CtxMemModel, ModelConfig
-from ctxmem_plugin.scorer import ScorerConfig
-from ctxmem_plugin.slots import SlotConfig
+from ctxmem_plugin.reranker.model import CtxMemModel, ModelConfig
+from ctxmem_plugin.reranker.scorer import ScorerConfig
+from ctxmem_plugin.reranker.slots import SlotConfig
 
 CONFIG = ModelConfig(
     slots=SlotConfig(dim=16, num_slots=4, heads=2, feature_dim=3),

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-import ctxmem_plugin.encoder
+import ctxmem_plugin.encoders
 from ctxmem_plugin.cli import main
 from ctxmem_plugin.formats import read_log
 from ctxmem_plugin.memory import ContextMemory
@@ -47,7 +47,7 @@ class CountingEncoder(HashEncoder):
 def encoder(monkeypatch: pytest.MonkeyPatch) -> CountingEncoder:
     """Every encoder the CLI opens (default model or ``--encoder DIR``) is this fast fake."""
     enc = CountingEncoder()
-    monkeypatch.setattr(ctxmem_plugin.encoder, "SentenceEncoder", lambda model=None, **_: enc)
+    monkeypatch.setattr(ctxmem_plugin.encoders, "SentenceEncoder", lambda model=None, **_: enc)
     return enc
 
 
@@ -191,7 +191,7 @@ def test_ingest_rate_does_not_count_loading_the_model(tmp_path: Path, monkeypatc
         def dim(self, value: int) -> None:
             pass
 
-    monkeypatch.setattr(ctxmem_plugin.encoder, "SentenceEncoder", lambda model=None, **_: SlowToLoad())
+    monkeypatch.setattr(ctxmem_plugin.encoders, "SentenceEncoder", lambda model=None, **_: SlowToLoad())
     summary = cli_json("ingest", EXAMPLES / "maya.jsonl", "--memory", tmp_path, "--json")
     assert summary["added"] > 0 and summary["seconds"] < 0.5, summary
 

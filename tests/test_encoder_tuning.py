@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctxmem_plugin.checkpoint import load_model
-from ctxmem_plugin.encoder import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.encoder_tuning import (
+from ctxmem_plugin.reranker.checkpoint import load_model
+from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
+from ctxmem_plugin.training.encoder_tuning import (
     EncoderTuneConfig,
     TunePair,
     batch_columns,
@@ -25,11 +25,11 @@ from ctxmem_plugin.encoder_tuning import (
     tuning_batches,
 )
 from ctxmem_plugin.errors import CheckpointError, InputError
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.model import ModelConfig
-from ctxmem_plugin.training import TrainConfig, build_model
-from ctxmem_plugin.training_data import load_conversations
-from ctxmem_plugin.tuned_encoder import encoder_dir_problems, tuned_name, weights_fingerprint
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.reranker.model import ModelConfig
+from ctxmem_plugin.training.trainer import TrainConfig, build_model
+from ctxmem_plugin.training.data import load_conversations
+from ctxmem_plugin.encoders.tuned import encoder_dir_problems, tuned_name, weights_fingerprint
 
 from conftest import run_two_ranks
 from test_locomo import _sample, _write
@@ -207,7 +207,7 @@ def test_encoder_dir_problems_name_each_defect(tmp_path: Path) -> None:
 
 
 def test_a_model_that_carries_an_encoder_is_checked_on_load(tmp_path: Path) -> None:
-    from ctxmem_plugin.checkpoint import save_model
+    from ctxmem_plugin.reranker.checkpoint import save_model
 
     enc, name = _fake_encoder_dir(tmp_path / "model")
     model = build_model(8, name, replace(TrainConfig(), hidden=4), encoder_dir="encoder")
@@ -309,10 +309,10 @@ import json, os, sys
 from pathlib import Path
 import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from ctxmem_plugin.encoder import SentenceEncoder
-from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder
-from ctxmem_plugin.training import init_distributed
-from ctxmem_plugin.training_data import load_conversations
+from ctxmem_plugin.encoders import SentenceEncoder
+from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder
+from ctxmem_plugin.training.trainer import init_distributed
+from ctxmem_plugin.training.data import load_conversations
 torch.set_num_threads(1)
 init_distributed("cpu")
 convs = load_conversations([{logs!r}])

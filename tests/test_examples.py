@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from ctxmem_plugin.cli import main
 from ctxmem_plugin.formats import FORMATS, read_log
-from ctxmem_plugin.migrations import MIGRATIONS, migrate
+from ctxmem_plugin.storage.schema import MIGRATIONS, migrate
 
 from conftest import REPO
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxmem_plugin.errors import FormatError, InputError
-from ctxmem_plugin.formats import FORMATS, ParsedLog, detect_format, open_document, read_log, read_paths
+from ctxmem_plugin.formats import FORMATS, ParsedLog, detect_format, read_log, read_paths
+from ctxmem_plugin.formats.document import open_document
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "chat_logs"
 

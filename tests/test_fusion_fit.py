@@ -11,8 +11,8 @@ import pytest
 from test_encoder_tuning import _cli
 from test_locomo import _sample, _write
 
-from ctxmem_plugin.encoder import MemoEncoder
-from ctxmem_plugin.fusion_fit import (
+from ctxmem_plugin.training.memo import MemoEncoder
+from ctxmem_plugin.training.fusion_fit import (
     FUSION_GRID,
     fit_fusion,
     fit_fusion_on,
@@ -20,10 +20,10 @@ from ctxmem_plugin.fusion_fit import (
     grid_recalls,
     question_examples,
 )
-from ctxmem_plugin.hashing import HashEncoder
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.retrieval import FEATURE_NAMES, RetrievalConfig
-from ctxmem_plugin.training_data import (
+from ctxmem_plugin.encoders.hashing import HashEncoder
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
+from ctxmem_plugin.training.data import (
     Conversation,
     ConversationTensors,
     Dataset,

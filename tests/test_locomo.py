@@ -10,7 +10,7 @@ import pytest
 
 from ctxmem_plugin.errors import FormatError
 from ctxmem_plugin.formats import detect_format, read_log
-from ctxmem_plugin.locomo import LocomoQuestion, load_locomo, normalise_evidence
+from ctxmem_plugin.formats.locomo import LocomoQuestion, load_locomo, normalise_evidence
 
 DEV = Path(__file__).resolve().parents[1].parent / "shared/data/locomo/locomo_dev.json"
 DIA_ID = re.compile(r"D(\d+):(\d+)")

@@ -12,7 +12,7 @@ import pytest
 
 from ctxmem_plugin.errors import FormatError, InputError, MemoryNotFoundError, ModelMismatchError
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.portable import export_jsonl, import_jsonl
+from ctxmem_plugin.formats.portable import export_jsonl, import_jsonl
 
 from conftest import HashEncoder
 

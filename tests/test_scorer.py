@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctxmem_plugin.model import CtxMemModel, ModelConfig
-from ctxmem_plugin.scorer import FOCUS_FEATURE_NAMES, SLOT_FEATURE_NAMES, CtxMemScorer, ScorerConfig, listwise_loss
-from ctxmem_plugin.slots import SlotConfig
+from ctxmem_plugin.reranker.model import CtxMemModel, ModelConfig
+from ctxmem_plugin.reranker.scorer import FOCUS_FEATURE_NAMES, SLOT_FEATURE_NAMES, CtxMemScorer, ScorerConfig, listwise_loss
+from ctxmem_plugin.reranker.slots import SlotConfig
 
 D, NF = 16, 4
 SYN_D = 32  # random unit vectors in 16 dims collide too often for a clean signal

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctxmem_plugin.slots import WRITE_RULES, SlotConfig, SlotMemory, focus_trace
+from ctxmem_plugin.reranker.slots import WRITE_RULES, SlotConfig, SlotMemory, focus_trace
 
 CFG = SlotConfig(dim=16, num_slots=4, heads=2, feature_dim=3)
 

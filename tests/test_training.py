@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ctxmem_plugin.checkpoint import save_model
+from ctxmem_plugin.reranker.checkpoint import save_model
 from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.training import TrainConfig, build_model, score_examples, train
-from ctxmem_plugin.training_data import gather, load_conversations, load_dataset, save_dataset
+from ctxmem_plugin.training.trainer import TrainConfig, build_model, score_examples, train
+from ctxmem_plugin.training.data import gather, load_conversations, load_dataset, save_dataset
 
 from conftest import REPO, HashEncoder, run_two_ranks
 
@@ -54,7 +54,7 @@ def test_resume_continues_the_same_loss_curve(dataset, tmp_path: Path) -> None:
 
 
 def test_resuming_a_run_saved_before_the_focus_keeps_it_off(tmp_path: Path) -> None:
-    from ctxmem_plugin.training import resume_config
+    from ctxmem_plugin.training.trainer import resume_config
 
     old = {k: v for k, v in asdict(TINY).items() if k not in ("focus_rate", "focus_pool", "slot_gate")}
     tmp_path.joinpath("train_log.json").write_text(json.dumps({"config": old, "epochs": []}))
@@ -69,7 +69,7 @@ def _as_questions(dataset):
 
 
 def test_evidence_neighbours_can_be_left_out_of_the_questions_lists(dataset) -> None:
-    from ctxmem_plugin.training import _Batches
+    from ctxmem_plugin.training.trainer import _Batches
 
     data = _as_questions(dataset)
     rows = list(range(len(data.examples)))
@@ -145,7 +145,7 @@ def _hybrid_and_ctxmem(mem: ContextMemory, query: str) -> tuple[list[int], list[
 
 def test_untrained_model_leaves_retrieval_unchanged(tmp_path: Path) -> None:
     from ctxmem_plugin.formats import read_paths
-    from ctxmem_plugin.slot_runtime import RuntimeSettings
+    from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     model = build_model(64, "hash-64", TINY)
     save_model(model, tmp_path / "untrained", extra={"runtime": RuntimeSettings(pool=100, write_chunk=4).to_dict()})
@@ -159,7 +159,7 @@ def test_untrained_model_leaves_retrieval_unchanged(tmp_path: Path) -> None:
 def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) -> None:
     import random
 
-    from ctxmem_plugin.slot_runtime import RuntimeSettings
+    from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     model = build_model(64, "hash-64", TINY)
     assert model.config.slots.has_focus and model.config.scorer.focus
@@ -188,8 +188,8 @@ def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) 
 def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Path) -> None:
     from test_locomo import _sample, _write
 
-    from ctxmem_plugin.indexing import embed_text
-    from ctxmem_plugin.training_data import conversation_focus, eval_followups
+    from ctxmem_plugin.retrieval.text import embed_text
+    from ctxmem_plugin.training.data import conversation_focus, eval_followups
 
     (conv,) = load_conversations([_write(tmp_path, [_sample()])])
     assert conv.answers == ["Tofu", "2023"]  # category 5 has no answer and is left out
@@ -269,8 +269,8 @@ import json, sys, hashlib
 sys.path.insert(0, {tests!r})
 from dataclasses import asdict, replace
 import torch
-from ctxmem_plugin.training import TrainConfig, train
-from ctxmem_plugin.training_data import load_dataset
+from ctxmem_plugin.training.trainer import TrainConfig, train
+from ctxmem_plugin.training.data import load_dataset
 torch.set_num_threads(1)
 data = load_dataset({data!r})
 cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-3, num_slots=4, hidden=16, write_chunk=4, members=2)
@@ -293,10 +293,10 @@ def test_ddp_two_processes_on_cpu(dataset, tmp_path: Path) -> None:
 
 
 def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows(tmp_path: Path, monkeypatch) -> None:
-    from ctxmem_plugin import training
+    from ctxmem_plugin.training import trainer as training
     from ctxmem_plugin.formats import read_paths
-    from ctxmem_plugin.retrieval import FEATURE_NAMES
-    from ctxmem_plugin.slot_runtime import RuntimeSettings
+    from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+    from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     older = tuple(name for name in FEATURE_NAMES if name not in ("session_mean_fused", "prev_dense"))
     monkeypatch.setattr(training, "FEATURE_NAMES", (older[0], *older[:0:-1]))  # "hybrid" first, the rest reversed
@@ -328,9 +328,9 @@ def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows
 
 
 def test_a_model_that_reads_a_feature_this_version_lacks_is_refused(tmp_path: Path, monkeypatch) -> None:
-    from ctxmem_plugin import training
-    from ctxmem_plugin.retrieval import FEATURE_NAMES
-    from ctxmem_plugin.slot_runtime import RuntimeSettings
+    from ctxmem_plugin.training import trainer as training
+    from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+    from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     monkeypatch.setattr(training, "FEATURE_NAMES", (*FEATURE_NAMES, "from_a_later_version"))
     model = build_model(64, "hash-64", replace(TINY, members=1))
@@ -341,7 +341,7 @@ def test_a_model_that_reads_a_feature_this_version_lacks_is_refused(tmp_path: Pa
 
 
 def test_resume_refuses_a_model_trained_on_other_features(dataset, tmp_path: Path, monkeypatch) -> None:
-    from ctxmem_plugin import training
+    from ctxmem_plugin.training import trainer as training
 
     train(dataset, replace(TINY, epochs=1, members=1), tmp_path / "m")
     monkeypatch.setattr(training, "FEATURE_NAMES", training.FEATURE_NAMES[:-1])  # as a later version gathers

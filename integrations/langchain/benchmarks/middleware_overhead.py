@@ -33,7 +33,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from ctxmem_plugin.encoder import SentenceEncoder
+from ctxmem_plugin.encoders import SentenceEncoder
 from ctxmem_plugin.memory import ContextMemory
 from langchain_ctxmem import CtxMemMiddleware
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ctxmem_plugin.encoder import TextEncoder
+from ctxmem_plugin.encoders import TextEncoder
 
 _DIM_PROBE = "dimension probe"
 
@@ -98,7 +98,7 @@ class CtxMemEmbeddings(Embeddings):
         encoder: a ctxmem encoder, e.g. ``ContextMemory.encoder`` or ``SentenceEncoder()``.
 
     Example:
-        >>> from ctxmem_plugin.encoder import SentenceEncoder  # doctest: +SKIP
+        >>> from ctxmem_plugin.encoders import SentenceEncoder  # doctest: +SKIP
         >>> CtxMemEmbeddings(SentenceEncoder()).embed_query("hello")[:3]  # doctest: +SKIP
     """
 

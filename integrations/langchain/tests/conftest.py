@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ctxmem_plugin.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
+from ctxmem_plugin.encoders.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def memory(tmp_path: Path, hash_encoder: HashEncoder) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def minilm() -> object:
     """The real default model, loaded once per test session."""
-    from ctxmem_plugin.encoder import SentenceEncoder
+    from ctxmem_plugin.encoders import SentenceEncoder
 
     return SentenceEncoder(device="cpu")
 

@@ -1,6 +1,6 @@
 """The trained artefact: slot memory plus re-ranking scorer, built from one config.
 
-:class:`ModelConfig` is what ``config.json`` holds (see :mod:`ctxmem_plugin.checkpoint`);
+:class:`ModelConfig` is what ``config.json`` holds (see :mod:`ctxmem_plugin.reranker.checkpoint`);
 :class:`CtxMemModel` is rebuilt from it before the weights are loaded. A model holds
 ``config.members`` members (:class:`Member`: a slot memory and a scorer each), trained alike
 from different seeds; it scores with the mean of their scores, which held out ranks a little
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ctxmem_plugin.scorer import CtxMemScorer, ScorerConfig
-from ctxmem_plugin.slots import SlotConfig, SlotMemory
-from ctxmem_plugin.tuned_encoder import ENCODER_DIR
+from ctxmem_plugin.reranker.scorer import CtxMemScorer, ScorerConfig
+from ctxmem_plugin.reranker.slots import SlotConfig, SlotMemory
+from ctxmem_plugin.encoders.tuned import ENCODER_DIR
 
 MODEL_VERSION = 1
 """The newest ``ModelConfig.version`` this code can load."""

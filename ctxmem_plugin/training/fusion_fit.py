@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin.encoder import TextEncoder
-from ctxmem_plugin.retrieval import FEATURE_NAMES, RetrievalConfig
-from ctxmem_plugin.training_data import Conversation, Dataset, Example, gather
+from ctxmem_plugin.encoders import TextEncoder
+from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
+from ctxmem_plugin.training.data import Conversation, Dataset, Example, gather
 
 Fusion = tuple[float, float, float, float]
 """``(bm25_weight, dense_weight, dense_floor, neighbour_weight)``."""

@@ -9,7 +9,7 @@ them at search time, features included) and which candidates are relevant. Two s
   find the turn it answers. Both teach the model what a partial, reworded reference to an
   earlier turn looks like. A *followup* is a cue said as the latest turn of a new
   conversation, then a query that names nothing ("what was that again?",
-  :mod:`ctxmem_plugin.followups`) must find the turn: only the focus slot can tell which.
+  :mod:`ctxmem_plugin.training.followups`) must find the turn: only the focus slot can tell which.
 
 Every example carries the focus its query sees: the conversation's own for questions and cues
 (asked at its end), the new conversation's for follow-ups. The focus has no learned parameter,
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxmem_plugin.encoder import TextEncoder
-from ctxmem_plugin.followups import EVAL_TEMPLATES, TRAIN_TEMPLATES
+from ctxmem_plugin.encoders import TextEncoder
+from ctxmem_plugin.training.followups import EVAL_TEMPLATES, TRAIN_TEMPLATES
 from ctxmem_plugin.formats import SourceTurn, detect_format, read_log
-from ctxmem_plugin.indexing import embed_text, query_terms
+from ctxmem_plugin.retrieval.text import embed_text, query_terms
 from ctxmem_plugin.records import Turn
-from ctxmem_plugin.retrieval import RetrievalConfig
-from ctxmem_plugin.slot_runtime import focus_probe, turn_features
-from ctxmem_plugin.slots import focus_trace
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
+from ctxmem_plugin.reranker.runtime import focus_probe, turn_features
+from ctxmem_plugin.reranker.slots import focus_trace
 
 FOLLOWUPS_PER_CONVERSATION = 100
 """Self-supervised follow-ups gathered per conversation by default."""
@@ -103,12 +103,12 @@ class Dataset:
 
 def load_conversations(paths: Sequence[str | Path]) -> list[Conversation]:
     """Conversations from log files of any supported format; LoCoMo files bring their questions."""
-    from ctxmem_plugin.formats import _log_files
-    from ctxmem_plugin.locomo import load_locomo
+    from ctxmem_plugin.formats import log_files
+    from ctxmem_plugin.formats.locomo import load_locomo
 
     files: list[Path] = []
     for p in map(Path, paths):
-        files += _log_files(p) if p.is_dir() else [p]
+        files += log_files(p) if p.is_dir() else [p]
     out: list[Conversation] = []
     for path in files:
         if detect_format(path) == "locomo":

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin.encoder import TextEncoder
-from ctxmem_plugin.locomo import LocomoConversation, load_locomo
-from ctxmem_plugin.retrieval import Candidates
+from ctxmem_plugin.encoders import TextEncoder
+from ctxmem_plugin.formats.locomo import LocomoConversation, load_locomo
+from ctxmem_plugin.retrieval.hybrid import Candidates
 
 CATEGORIES = (1, 2, 3, 4)
 DEFAULT_KS = (1, 5, 10, 20)

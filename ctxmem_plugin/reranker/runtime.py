@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.checkpoint import load_model, read_config
-from ctxmem_plugin.encoder import DEFAULT_MODEL, TextEncoder, resolve_device
-from ctxmem_plugin.model import CtxMemModel
-from ctxmem_plugin.retrieval import FEATURE_NAMES, Candidates, RetrievalConfig
-from ctxmem_plugin.store import LongTermStore
-from ctxmem_plugin.tuned_encoder import bundled_encoder
+from ctxmem_plugin.reranker.checkpoint import load_model, read_config
+from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
+from ctxmem_plugin.reranker.model import CtxMemModel
+from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, Candidates, RetrievalConfig
+from ctxmem_plugin.storage.sqlite import LongTermStore
+from ctxmem_plugin.encoders.tuned import bundled_encoder
 
 TURN_FEATURES = 4
 """Per-turn inputs of a slot write besides the embedding: user?, assistant?, image?, length."""

@@ -1,7 +1,7 @@
 """LongTermStore: SQLite in WAL mode, the source of truth for everything a memory holds.
 
 Rows, texts, metadata, vectors and slot states all live in ``memory.sqlite3``; the FAISS index
-(:mod:`ctxmem_plugin.vector_index`) is derived from it and can always be rebuilt. A write is
+(:mod:`ctxmem_plugin.storage.vectors`) is derived from it and can always be rebuilt. A write is
 acknowledged when its transaction commits, and ``synchronous=FULL`` makes that durable.
 Every read that takes a namespace is restricted in SQL to that namespace prefix.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin import bm25 as bm25_scoring
+from ctxmem_plugin.storage import bm25 as bm25_scoring
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters, compile_filters
-from ctxmem_plugin.migrations import migrate, require_current
+from ctxmem_plugin.storage.schema import migrate, require_current
 from ctxmem_plugin.records import StoredTurn, Turn
 
 DB_NAME = "memory.sqlite3"
@@ -250,7 +250,7 @@ class LongTermStore:
     def bm25(self, terms: Sequence[str], prefix: ns.Namespace) -> dict[int, float]:
         """BM25 of every turn under ``prefix`` that holds a term; higher is better.
 
-        The statistics are those of the prefix alone (:mod:`ctxmem_plugin.bm25`): turns outside
+        The statistics are those of the prefix alone (:mod:`ctxmem_plugin.storage.bm25`): turns outside
         it never change these scores.
         """
         if not terms:

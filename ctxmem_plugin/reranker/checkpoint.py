@@ -10,7 +10,7 @@ SHA-256 of the weights file, and the caller's ``"extra"`` dict::
      "extra": {...}}
 
 A model trained with a fine-tuned encoder keeps it in ``encoder/`` (``"encoder_dir":
-"encoder"``, see :mod:`ctxmem_plugin.tuned_encoder`); loading checks it too.
+"encoder"``, see :mod:`ctxmem_plugin.encoders.tuned`); loading checks it too.
 
 The weights of member ``k`` are named ``members.<k>.slots.*`` and ``members.<k>.scorer.*``.
 A model saved before members existed (no ``members`` field, tensors named ``slots.*`` and
@@ -36,10 +36,10 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from ctxmem_plugin.errors import CheckpointError
-from ctxmem_plugin.model import MODEL_VERSION, CtxMemModel, ModelConfig
-from ctxmem_plugin.scorer import ScorerConfig
-from ctxmem_plugin.slots import SlotConfig
-from ctxmem_plugin.tuned_encoder import encoder_dir_problems
+from ctxmem_plugin.reranker.model import MODEL_VERSION, CtxMemModel, ModelConfig
+from ctxmem_plugin.reranker.scorer import ScorerConfig
+from ctxmem_plugin.reranker.slots import SlotConfig
+from ctxmem_plugin.encoders.tuned import encoder_dir_problems
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -1,6 +1,6 @@
 """A tuned encoder kept inside a model directory: its name, and the checks before it is loaded.
 
-A model trained with a fine-tuned encoder (:mod:`ctxmem_plugin.encoder_tuning`) is only
+A model trained with a fine-tuned encoder (:mod:`ctxmem_plugin.training.encoder_tuning`) is only
 meaningful with that encoder, so the model directory carries it in ``encoder/``: a
 sentence-transformers directory with ``model.safetensors``, JSON configs and tokenizer files.
 Its name is the base encoder's name plus the hash of its weights (``all-MiniLM-L6-v2+tuned-
@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ctxmem_plugin.encoder import SentenceEncoder
+from ctxmem_plugin.encoders.sentence import SentenceEncoder
 
 ENCODER_DIR = "encoder"
 """Where a model directory keeps its tuned encoder."""

@@ -8,7 +8,7 @@ The pipeline, for one query under one namespace prefix:
 3. fused = ``w_bm25 * bm25 / max_bm25 + w_dense * (dense - floor) / (max_dense - floor)``;
 4. hybrid = fused + ``w_neighbour * max(fused of previous turn, fused of next turn)``: evidence
    often spans a question and its answer in consecutive turns;
-5. a per-candidate feature matrix is kept for the learned scorer (:mod:`ctxmem_plugin.scorer`).
+5. a per-candidate feature matrix is kept for the learned scorer (:mod:`ctxmem_plugin.reranker.scorer`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.indexing import match_terms, query_terms
-from ctxmem_plugin.store import LongTermStore
-from ctxmem_plugin.vector_index import VectorIndex
+from ctxmem_plugin.retrieval.text import match_terms, query_terms
+from ctxmem_plugin.storage.sqlite import LongTermStore
+from ctxmem_plugin.storage.vectors import VectorIndex
 
 METHODS = ("bm25", "dense", "hybrid")
 

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.encoder import SentenceEncoder, TextEncoder
+from ctxmem_plugin.encoders import SentenceEncoder, TextEncoder
 from ctxmem_plugin.errors import InputError
-from ctxmem_plugin.indexing import embed_text
-from ctxmem_plugin.training_data import Conversation
-from ctxmem_plugin.tuned_encoder import ENCODER_DIR, tuned_name
+from ctxmem_plugin.retrieval.text import embed_text
+from ctxmem_plugin.training.data import Conversation
+from ctxmem_plugin.encoders.tuned import ENCODER_DIR, tuned_name
 
 
 @dataclass(frozen=True)

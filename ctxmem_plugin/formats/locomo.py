@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ctxmem_plugin.errors import FormatError
-from ctxmem_plugin.formats import (
+from ctxmem_plugin.formats.document import (
     Document,
     KeyPath,
     Pending,
     SourceTurn,
     build_turn,
+    collect,
     open_document,
-    parse_document,
 )
 from ctxmem_plugin.records import Turn
 
@@ -96,7 +96,7 @@ def load_locomo(path: str | Path) -> list[LocomoConversation]:
         FormatError: anything in it that is not LoCoMo-shaped, naming ``file:line``.
     """
     doc = open_document(path, fmt="locomo")
-    grouped = parse_document(doc, "locomo").conversations()
+    grouped = collect(doc, "locomo", iter_turns(doc)).conversations()
     conversations: list[LocomoConversation] = []
     seen: set[str] = set()
     for record in doc.records:

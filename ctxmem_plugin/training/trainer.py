@@ -29,14 +29,14 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ctxmem_plugin.checkpoint import load_model, read_config, save_model
+from ctxmem_plugin.reranker.checkpoint import load_model, read_config, save_model
 from ctxmem_plugin.errors import CheckpointError, InputError
-from ctxmem_plugin.model import CtxMemModel, Member, ModelConfig
-from ctxmem_plugin.retrieval import FEATURE_NAMES
-from ctxmem_plugin.scorer import ScorerConfig, listwise_loss
-from ctxmem_plugin.slot_runtime import RuntimeSettings
-from ctxmem_plugin.slots import SlotConfig
-from ctxmem_plugin.training_data import TRAIN_KINDS, Dataset, Example
+from ctxmem_plugin.reranker.model import CtxMemModel, Member, ModelConfig
+from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+from ctxmem_plugin.reranker.scorer import ScorerConfig, listwise_loss
+from ctxmem_plugin.reranker.runtime import RuntimeSettings
+from ctxmem_plugin.reranker.slots import SlotConfig
+from ctxmem_plugin.training.data import TRAIN_KINDS, Dataset, Example
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAIN_LOG = "train_log.json"
@@ -293,7 +293,7 @@ def train(
         progress: called with ``(examples done, running loss)``.
         extra_log: more entries for ``train_log.json``.
         encoder_dir: ``"encoder"`` when ``out`` holds the tuned encoder ``data`` was gathered
-            with (:mod:`ctxmem_plugin.encoder_tuning`); recorded in the model's config.
+            with (:mod:`ctxmem_plugin.training.encoder_tuning`); recorded in the model's config.
 
     Returns:
         The model and the per-epoch log.

@@ -15,9 +15,9 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.errors import FormatError, NamespaceError
-from ctxmem_plugin.formats import build_turn
+from ctxmem_plugin.formats.document import build_turn
 from ctxmem_plugin.records import Turn
-from ctxmem_plugin.store import LongTermStore
+from ctxmem_plugin.storage.sqlite import LongTermStore
 
 
 def export_jsonl(memory_dir: Path, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:

@@ -24,9 +24,9 @@ from ctxmem_plugin import __version__
 from ctxmem_plugin.errors import CtxMemError
 
 if TYPE_CHECKING:  # torch comes with these: imported only where a command needs them
-    from ctxmem_plugin.encoder import TextEncoder
-    from ctxmem_plugin.retrieval import RetrievalConfig
-    from ctxmem_plugin.training import TrainConfig
+    from ctxmem_plugin.encoders import TextEncoder
+    from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
+    from ctxmem_plugin.training.trainer import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -322,7 +322,7 @@ def upgrade(memory_dir: Path) -> None:
 @handle_errors
 def export_cmd(memory_dir: Path, out: Path, namespace: str, with_vectors: bool) -> None:
     """Write the memory as portable JSONL, one object per turn."""
-    from ctxmem_plugin.portable import export_jsonl
+    from ctxmem_plugin.formats.portable import export_jsonl
 
     count = export_jsonl(memory_dir, out, parse_namespace(namespace, allow_empty=True), with_vectors=with_vectors)
     click.echo(f"exported {count} turns to {out}")
@@ -335,7 +335,7 @@ def export_cmd(memory_dir: Path, out: Path, namespace: str, with_vectors: bool) 
 @handle_errors
 def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | None, device: str) -> None:
     """Load a JSONL export into a memory (vectors are reused when they fit the encoder)."""
-    from ctxmem_plugin.portable import import_jsonl
+    from ctxmem_plugin.formats.portable import import_jsonl
 
     memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
     added, duplicates = import_jsonl(memory, src)
@@ -383,10 +383,11 @@ def train(files: tuple[Path, ...], out: Path, epochs: int, resume: bool, seed: i
 
     from tqdm import tqdm
 
-    from ctxmem_plugin.encoder import MemoEncoder, resolve_device
-    from ctxmem_plugin.training import TrainConfig, init_distributed, resume_config
-    from ctxmem_plugin.training import train as run_training
-    from ctxmem_plugin.training_data import FOLLOWUPS_PER_CONVERSATION, gather, load_conversations
+    from ctxmem_plugin.encoders import resolve_device
+    from ctxmem_plugin.training.memo import MemoEncoder
+    from ctxmem_plugin.training.trainer import TrainConfig, init_distributed, resume_config
+    from ctxmem_plugin.training.trainer import train as run_training
+    from ctxmem_plugin.training.data import FOLLOWUPS_PER_CONVERSATION, gather, load_conversations
 
     cfg = TrainConfig(epochs=epochs, seed=seed, use_slots=not no_slots, members=members)
     if resume:
@@ -437,10 +438,10 @@ def _training_fusion(
     """
     from tqdm import tqdm
 
-    from ctxmem_plugin.checkpoint import read_config
-    from ctxmem_plugin.fusion_fit import MIN_FIT_QUESTIONS, fit_fusion_on
-    from ctxmem_plugin.retrieval import RetrievalConfig
-    from ctxmem_plugin.slot_runtime import RuntimeSettings
+    from ctxmem_plugin.reranker.checkpoint import read_config
+    from ctxmem_plugin.training.fusion_fit import MIN_FIT_QUESTIONS, fit_fusion_on
+    from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
+    from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     if resume:
         saved = RuntimeSettings.from_extra(read_config(out)[1]).retrieval
@@ -470,10 +471,10 @@ def _training_encoder(
 
     from tqdm import tqdm
 
-    from ctxmem_plugin.checkpoint import read_config
-    from ctxmem_plugin.encoder import load_encoder
-    from ctxmem_plugin.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs, pairs_per_epoch
-    from ctxmem_plugin.tuned_encoder import bundled_encoder, encoder_dir_problems
+    from ctxmem_plugin.reranker.checkpoint import read_config
+    from ctxmem_plugin.encoders import load_encoder
+    from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs, pairs_per_epoch
+    from ctxmem_plugin.encoders.tuned import bundled_encoder, encoder_dir_problems
 
     if resume:
         config, _ = read_config(out)
@@ -546,7 +547,7 @@ def eval_locomo(file: Path, ks: str, conversations: tuple[str, ...], as_json: bo
     """Turn-level recall of every method on a LoCoMo-format FILE (categories 1-4)."""
     from tqdm import tqdm
 
-    from ctxmem_plugin.evaluation import evaluate_locomo
+    from ctxmem_plugin.evaluation.locomo import evaluate_locomo
 
     try:
         cutoffs = tuple(int(x) for x in ks.split(",") if x.strip())

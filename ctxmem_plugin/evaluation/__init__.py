@@ -1,0 +1,1 @@
+"""Evaluation: retrieval recall on labelled data (``ctxmem-plugin eval``)."""

@@ -1,0 +1,1 @@
+"""Training the re-ranker: the pipeline ``ctxmem-plugin train`` runs and the parts it is made of."""
