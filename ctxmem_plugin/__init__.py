@@ -21,7 +21,7 @@ from ctxmem_plugin.errors import (
 )
 from ctxmem_plugin.encoders.hashing import HashEncoder
 from ctxmem_plugin.memory import ContextMemory, IngestReport
-from ctxmem_plugin.records import Hit, StoredTurn, Turn
+from ctxmem_plugin.records import Hit, NewTurn, StoredTurn, Turn
 from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "MemoryNotFoundError",
     "ModelMismatchError",
     "NamespaceError",
+    "NewTurn",
     "RetrievalConfig",
     "StoredTurn",
     "Turn",

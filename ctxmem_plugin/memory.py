@@ -1,37 +1,47 @@
-"""ContextMemory: the one API that the CLI and every integration call."""
+"""ContextMemory: the one API that the CLI and every integration call.
+
+It ties the parts together and holds no logic of its own beyond that: rows live in the store
+(:mod:`ctxmem_plugin.storage`), text becomes vectors in :mod:`ctxmem_plugin.encoders`, a search
+is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
+(:mod:`ctxmem_plugin.reranker`) -> hits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
+from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_turn
+from ctxmem_plugin.retrieval.context import render_hits
+from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text, index_text
 from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.records import Hit, StoredTurn, Turn
-from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore, NewRow
 from ctxmem_plugin.storage.vectors import VectorIndex
+
+if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
+    from ctxmem_plugin.formats import ParsedLog
+    from ctxmem_plugin.reranker.runtime import Reranker
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-Message = Turn | Mapping[str, Any]
 NamespaceLike = Sequence[str] | str
+
+ENCODE_CHUNK = 256
+"""Turns encoded per step when a write reports progress."""
 
 
 def _async_twin(method: Callable[P, R]) -> Callable[P, Any]:
@@ -43,23 +53,6 @@ def _async_twin(method: Callable[P, R]) -> Callable[P, Any]:
 
     twin.__doc__ = f"Async twin of :meth:`{method.__name__}` (runs it in a worker thread)."
     return twin
-
-
-def to_turn(message: Message, where: str = "") -> Turn:
-    """Validate one message (a :class:`Turn` or an OpenAI-style dict) into a :class:`Turn`."""
-    if isinstance(message, Turn):
-        return message
-    if not isinstance(message, Mapping):
-        raise InputError(f"a message must be a dict or Turn, got {type(message).__name__}", where)
-    data = dict(message)
-    if "speaker" not in data and "name" in data:
-        data["speaker"] = data.pop("name")
-    try:
-        return Turn.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "message"
-        raise InputError(f"{loc}: {err['msg']}", where) from None
 
 
 @dataclass
@@ -80,11 +73,12 @@ class ContextMemory:
         model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
         encoder: the embedding model: a local sentence-transformers directory or an encoder
             object; ``None`` = the encoder the model was trained with (the tuned one it carries,
-            if any), else all-MiniLM-L6-v2.
+            if any), else all-MiniLM-L6-v2. It is loaded on the first text to embed.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        read_only: open for reading only; a missing directory is then an error.
+        read_only: open for reading only; a missing memory is then an error.
+        create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
-        lock_timeout: seconds to wait for another writer.
+        lock_timeout: seconds to wait for another process writing to this memory.
 
     Example:
         >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
@@ -100,44 +94,46 @@ class ContextMemory:
         encoder: str | Path | TextEncoder | None = None,
         device: str = "auto",
         read_only: bool = False,
+        create: bool = True,
         retrieval: RetrievalConfig | None = None,
         lock_timeout: float = 10.0,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.device = device
-        if read_only and not (self.path / DB_NAME).is_file():
+        if (read_only or not create) and not (self.path / DB_NAME).is_file():
             raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
         # Model and encoder are checked before anything touches the disk: a bad --model or
         # --encoder must not leave an empty memory behind.
-        self.slots = None
+        self.reranker: Reranker | None = None
         if model is not None:
-            from ctxmem_plugin.reranker.runtime import SlotRuntime
+            from ctxmem_plugin.reranker.runtime import Reranker
 
-            self.slots = SlotRuntime.load(Path(model), device=device)
+            self.reranker = Reranker.load(Path(model), device=device)
             if encoder is None:
-                encoder = self.slots.encoder_for(device)
+                encoder = self.reranker.encoder_for(device)
         self.encoder = load_encoder(encoder, device=device)
-        if self.slots is not None and self.slots.bundles_encoder and self.encoder.name != self.slots.model.config.encoder:
+        if self.reranker is not None and self.reranker.bundles_encoder and self.encoder.name != self.reranker.model.config.encoder:
             raise ModelMismatchError(
-                f"the model {model} carries its own encoder {self.slots.model.config.encoder!r}; "
+                f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
         self.path.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
+        self._encoder_checked = False
         if not read_only:
             self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
             self._lock.acquire()
         try:
             self.store = LongTermStore(self.path, read_only=read_only)
-            if self.slots is not None:
-                self.slots.store = self.store
+            if self.reranker is not None:
+                self.reranker.store = self.store
             self._index: VectorIndex | None = None
             self.retrieval = retrieval or RetrievalConfig()
-            if self.slots is not None:
+            if self.reranker is not None:
                 # The model's features were computed with its own retrieval settings.
-                self.retrieval = self.slots.retrieval_config(self.retrieval)
+                self.retrieval = self.reranker.retrieval_config(self.retrieval)
         except BaseException:
             self._release()
             raise
@@ -149,6 +145,12 @@ class ContextMemory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> ContextMemory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         """Save the vector index if it changed, close the database, release the writer lock."""
@@ -172,31 +174,49 @@ class ContextMemory:
             if self._index is not None and self._index.dirty and not self.read_only:
                 self._index.save(self.store.generation)
 
-    def _check_encoder(self) -> None:
-        """Record the encoder in a new memory; refuse another one on an existing memory."""
+    def load(self) -> None:
+        """Load the encoder and the vector index now, instead of on first use."""
+        with self._guard:
+            self._require_encoder()
+            _ = self.index
+
+    # -- encoder and index --------------------------------------------------------------------
+
+    def _require_encoder(self) -> None:
+        """Before anything is embedded: this memory's recorded encoder must be this one.
+
+        A new memory records the encoder's name and width; an existing one refuses another.
+        """
+        if self._encoder_checked:
+            return
         name, dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
         if name is None:
             if not self.read_only:
                 with self.store.transaction():
                     self.store.set_meta("encoder", self.encoder.name)
                     self.store.set_meta("dim", str(self.encoder.dim))
-            return
-        if name != self.encoder.name or int(dim or 0) != self.encoder.dim:
+        elif name != self.encoder.name or int(dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
                 f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
                 f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
                 "(ctxmem-plugin reembed, ContextMemory.reembed())"
             )
+        self._encoder_checked = True
+
+    @property
+    def dim(self) -> int:
+        """Width of the stored vectors: as recorded in the memory, else the encoder's."""
+        recorded = self.store.get_meta("dim")
+        return int(recorded) if recorded else self.encoder.dim
 
     @property
     def index(self) -> VectorIndex:
         """The FAISS index, loaded on first use and caught up with SQLite if stale or missing."""
         if self._index is None:
-            self._check_encoder()
-            index = VectorIndex(self.encoder.dim, self.path)
+            dim = self.dim
+            index = VectorIndex(dim, self.path)
             generation = self.store.generation
             if not index.load(generation):
-                dim = self.encoder.dim
                 index.sync(self.store.all_ids(), lambda ids: self.store.vectors(ids, dim))
                 if not self.read_only:  # record the generation it now matches
                     index.save(generation)
@@ -205,9 +225,98 @@ class ContextMemory:
 
     @property
     def retriever(self) -> HybridRetriever:
+        """The candidate stage of search, over this memory's store and index."""
         return HybridRetriever(self.store, self.index, self.retrieval)
 
     # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self, entries: Sequence[NewTurn], *, dedupe: bool = True, progress: Callable[[int], None] | None = None
+    ) -> list[int]:
+        """Store many turns at once: one batched encode, one transaction; the path of every write.
+
+        Args:
+            entries: the turns with their namespaces (and optionally their positions and vectors).
+            dedupe: skip a turn whose content and position are already stored in its namespace
+                (or earlier in ``entries``); its id is returned as ``-1``.
+            progress: called with a count of turns after each step of the encoding (the
+                turns are then encoded ``ENCODE_CHUNK`` at a time).
+
+        Returns:
+            An id per entry, in order; ``-1`` for a turn skipped as already present.
+        """
+        self._writable()
+        with self._guard:
+            spaces = [ns.validate(e.namespace) for e in entries]
+            hashes = [e.content_hash for e in entries]
+            keep = [True] * len(entries)
+            if dedupe:
+                groups: dict[ns.Namespace, list[int]] = {}
+                for j, space in enumerate(spaces):
+                    groups.setdefault(space, []).append(j)
+                for space, mine in groups.items():
+                    seen = self.store.existing_hashes(space, [hashes[j] for j in mine])
+                    for j in mine:
+                        keep[j] = hashes[j] not in seen
+                        seen.add(hashes[j])
+            todo = [j for j in range(len(entries)) if keep[j]]
+            if progress is not None and len(todo) < len(entries):
+                progress(len(entries) - len(todo))
+            out = [-1] * len(entries)
+            if not todo:  # nothing new: no transaction, no new generation
+                return out
+            self._require_encoder()
+            vectors = self._vectors_of(entries, todo, progress)
+            index = self.index
+            # Runs of consecutive turns of one namespace, in input order: ids follow the input.
+            runs: list[tuple[ns.Namespace, list[int]]] = []
+            for j in todo:
+                if not runs or runs[-1][0] != spaces[j]:
+                    runs.append((spaces[j], []))
+                runs[-1][1].append(j)
+            new_ids: list[int] = []
+            replaced: list[int] = []
+            with self.store.transaction():
+                for space, run in runs:
+                    vecs = np.stack([vectors[j] for j in run])  # (n, d)
+                    rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
+                    ids, gone = self.store.insert(space, rows)
+                    replaced += gone
+                    if self.reranker is not None:
+                        self.reranker.update(space, np.asarray(ids, dtype=np.int64), vecs)
+                    for j, turn_id in zip(run, ids):
+                        out[j] = turn_id
+                    new_ids += ids
+            _apply_to_index(index, new_ids, np.stack([vectors[j] for j in todo]), replaced)
+            return out
+
+    def _vectors_of(
+        self, entries: Sequence[NewTurn], todo: Sequence[int], progress: Callable[[int], None] | None
+    ) -> dict[int, np.ndarray]:
+        """Each listed entry's vector: the one it brings if its width fits, else encoded (batched)."""
+        dim = self.dim
+        out: dict[int, np.ndarray] = {}
+        missing: list[int] = []
+        for j in todo:
+            vector = entries[j].vector
+            if vector is not None:
+                v = np.asarray(vector, dtype=np.float32).reshape(-1)
+                if v.shape[0] != dim:
+                    raise InputError(f"entry {j}: its vector has {v.shape[0]} dimensions, this memory's {dim}")
+                out[j] = v
+            else:
+                missing.append(j)
+        # Without progress, one call: the encoder batches (and sorts by length) as it likes.
+        step = ENCODE_CHUNK if progress is not None else max(len(missing), 1)
+        for start in range(0, len(missing), step):
+            part = missing[start : start + step]
+            for j, v in zip(part, self.encoder.encode([embed_text(entries[j].turn) for j in part])):
+                out[j] = v
+            if progress is not None:
+                progress(len(part))
+        if progress is not None and len(todo) > len(missing):
+            progress(len(todo) - len(missing))
+        return out
 
     def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
         """Store messages in ``namespace``; returns their ids, in order.
@@ -221,107 +330,41 @@ class ContextMemory:
         """
         if isinstance(messages, (Turn, Mapping)):
             messages = [messages]
-        turns = [to_turn(m, f"message {i}") for i, m in enumerate(messages)]
-        return self._add(turns, namespace, [None] * len(turns) if dedupe else None)
-
-    def _add(self, turns: Sequence[Turn], namespace: NamespaceLike, positions: Sequence[Any] | None) -> list[int]:
-        """Live messages: deduplicated by content only when ``positions`` is given."""
         space = ns.validate(namespace)
-        keyed = [(t, t.content_hash(positions[i] if positions is not None else None), None) for i, t in enumerate(turns)]
-        return self._write([(space, keyed)], dedupe=positions is not None)
+        turns = [to_turn(m, f"message {i}") for i, m in enumerate(messages)]
+        return self.write([NewTurn(space, t) for t in turns], dedupe=dedupe)
 
     def ingest(
         self,
-        logs: Sequence[Any],
+        logs: Sequence[ParsedLog],
         namespace: NamespaceLike,
         *,
         split_conversations: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> IngestReport:
-        """Add parsed chat logs (:class:`ctxmem_plugin.formats.ParsedLog`), one transaction per file.
+        """Add parsed chat logs (:func:`ctxmem_plugin.formats.read_paths`), one transaction per file.
 
         Re-ingesting the same file adds nothing: each turn is identified by its content and its
         position in its conversation.
+
+        Args:
+            logs: the parsed files.
+            namespace: where their turns go.
+            split_conversations: each conversation in ``namespace/<conversation id>``.
+            progress: called with a count of turns as they are encoded (or found present).
         """
         report = IngestReport()
         start = time.perf_counter()
         base = ns.validate(namespace)
         for log in logs:
             report.invalid += [str(e) for e in log.skipped]
-            groups: dict[ns.Namespace, list[Any]] = {}
-            for st in log.turns:
-                space = (*base, st.conversation) if split_conversations else base
-                groups.setdefault(space, []).append(st)
-            with self._guard:
-                for space, items in groups.items():
-                    ns.validate(space)
-                ids = self._add_groups(groups)
+            entries = [st.entry((*base, st.conversation) if split_conversations else base) for st in log.turns]
+            ids = self.write(entries, progress=progress)
             added = sum(1 for i in ids if i >= 0)
             report.added += added
             report.duplicates += len(ids) - added
-            if progress is not None:
-                progress(len(log.turns))
         report.seconds = time.perf_counter() - start
         return report
-
-    def _add_groups(self, groups: dict[ns.Namespace, list[Any]]) -> list[int]:
-        """Log turns (``SourceTurn``), identified by content and position in their conversation,
-        so re-ingesting a file adds nothing; all groups commit in one transaction."""
-        keyed = [
-            (space, [(st.turn, st.turn.content_hash(f"{st.conversation}#{st.position}"), None) for st in items])
-            for space, items in groups.items()
-        ]
-        return self._write(keyed, dedupe=True)
-
-    def _write(
-        self, groups: Sequence[tuple[ns.Namespace, Sequence[tuple[Turn, str, np.ndarray | None]]]], *, dedupe: bool
-    ) -> list[int]:
-        """The one write path: dedupe, one batched encode, one transaction (rows, slots), FAISS.
-
-        ``groups`` are runs of ``(turn, content hash, vector or None)`` per namespace, in order; a
-        given vector is reused, the others are encoded in one batch. Returns an id per turn, in
-        order; ``-1`` for a turn skipped as already present.
-        """
-        self._writable()
-        with self._guard:
-            index = self.index
-            plan = []
-            for space, items in groups:
-                keep = list(range(len(items)))
-                if dedupe:
-                    seen = self.store.existing_hashes(space, [h for _, h, _ in items])
-                    keep = [i for i in keep if items[i][1] not in seen and not seen.add(items[i][1])]  # type: ignore[func-returns-value]
-                plan.append((space, items, keep))
-            todo = [items[i] for _, items, keep in plan for i in keep]
-            if not todo:  # nothing new: no transaction, no new generation
-                return [-1] * sum(len(items) for _, items, _ in plan)
-            vectors = np.zeros((len(todo), self.encoder.dim), dtype=np.float32)  # (n, d)
-            missing = [j for j, (_, _, v) in enumerate(todo) if v is None]
-            for j, (_, _, v) in enumerate(todo):
-                if v is not None:
-                    vectors[j] = v
-            if missing:  # one batched pass for everything not already embedded
-                vectors[missing] = self.encoder.encode([embed_text(todo[j][0]) for j in missing])
-            out: list[int] = []
-            new_ids: list[int] = []
-            replaced: list[int] = []
-            offset = 0
-            with self.store.transaction():
-                for space, items, keep in plan:
-                    vecs = vectors[offset : offset + len(keep)]
-                    offset += len(keep)
-                    rows = [NewRow(items[i][0], index_text(items[i][0]), items[i][1], vecs[j]) for j, i in enumerate(keep)]
-                    ids, gone = self.store.insert(space, rows)
-                    replaced += gone
-                    if self.slots is not None and ids:
-                        self.slots.update(space, np.asarray(ids, dtype=np.int64), vecs)
-                    got = [-1] * len(items)
-                    for j, i in enumerate(keep):
-                        got[i] = ids[j]
-                    out += got
-                    new_ids += ids
-            _apply_to_index(index, new_ids, vectors, replaced)
-            return out
 
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""
@@ -381,6 +424,7 @@ class ContextMemory:
             self.store.drop_slot_states()
             self.store.set_meta("encoder", self.encoder.name)
             self.store.set_meta("dim", str(self.encoder.dim))
+        self._encoder_checked = True
         self._index = None  # the commit's new generation makes the saved index stale: rebuilt on use
         return done
 
@@ -400,7 +444,7 @@ class ContextMemory:
         with self._guard:
             return self.store.get_by_key(ns.validate(namespace), key)
 
-    def list(
+    def list_turns(
         self,
         namespace: NamespaceLike = (),
         filters: Filters | None = None,
@@ -412,6 +456,17 @@ class ContextMemory:
         """Turns under a namespace prefix, without a query (``order``: ``id`` or ``-updated_at``)."""
         with self._guard:
             return self.store.select(ns.validate(namespace, allow_empty=True), filters, limit=limit, offset=offset, order=order)
+
+    def iter_turns(self, namespace: NamespaceLike = (), *, batch: int = 1000) -> Iterator[list[StoredTurn]]:
+        """Every turn under a namespace prefix in the order stored, ``batch`` at a time (exports, backups)."""
+        space = ns.validate(namespace, allow_empty=True)
+        pages = self.store.iter_select(space, batch)
+        while True:
+            with self._guard:
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
 
     def namespaces(self, prefix: NamespaceLike = ()) -> list[tuple[ns.Namespace, int]]:
         """Every namespace under ``prefix`` with its number of turns."""
@@ -430,6 +485,9 @@ class ContextMemory:
         focus: NamespaceLike | None = None,
     ) -> list[Hit]:
         """The ``k`` turns under the namespace prefix most relevant to ``query``.
+
+        The pipeline: candidates (BM25 and dense search under the prefix, fused, with their
+        neighbouring turns) -> the trained re-ranker, with ``method="ctxmem"`` -> hits.
 
         Args:
             query: what to look for (a question, the user's latest message...).
@@ -452,34 +510,50 @@ class ContextMemory:
         space = ns.validate(namespace, allow_empty=True)
         focus_space = space if focus is None else ns.validate(focus)
         if method == "auto":
-            method = "ctxmem" if self.slots is not None else "hybrid"
+            method = "ctxmem" if self.reranker is not None else "hybrid"
         if method not in (*METHODS, "ctxmem"):
             raise InputError(f"unknown method {method!r}; expected auto, ctxmem, {', '.join(METHODS)}")
-        if method == "ctxmem" and self.slots is None:
+        if method == "ctxmem" and self.reranker is None:
             raise InputError("method 'ctxmem' needs a trained model: ContextMemory(path, model=DIR)")
         with self._guard:
-            # BM25 alone needs no embedding: skip the encoder's ~20 ms.
-            qv = np.zeros(self.encoder.dim, np.float32) if method == "bm25" else self.encoder.encode_query(query)
-            retriever = self.retriever
-            if method == "ctxmem":
-                runtime = self.slots
-                assert runtime is not None  # checked above
-                # A prefix holds no turns of its own, so it has no focus: then none is used. The
-                # focus namespace's slots are computed once and reused when re-scoring.
-                known = {focus_space: runtime.slots_for(focus_space)} if focus_space else {}
-                fvec = runtime.focus_of(focus_space, known[focus_space]) if known else None
-                cands = retriever.candidates(
-                    query, qv, space, filters, method="hybrid", pool=runtime.pool,
-                    probe=runtime.probe(qv, fvec), probe_pool=runtime.settings.focus_pool,
-                )
-                if focus is not None and fvec is None:
-                    fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all
-                cands = runtime.rescore(cands, self.store, focus=None if focus is None else fvec, known=known)
+            if method == "bm25":  # BM25 alone needs no embedding: skip the encoder's ~20 ms
+                qv = np.zeros(self.dim, np.float32)
             else:
-                cands = retriever.candidates(query, qv, space, filters, method=method)
+                self._require_encoder()
+                qv = self.encoder.encode_query(query)
+            if method == "ctxmem":
+                cands, rows = self._reranked(query, qv, space, filters, focus_space, given_focus=focus is not None)
+            else:
+                cands, rows = self.retriever.candidates(query, qv, space, filters, method=method), {}
             top = cands.top(k + offset)
-            rows = {t.id: t for t in self.store.get(top.ids.tolist())}
-        return [_hit(rows[int(top.ids[j])], float(top.score[j]), top.signals[j]) for j in range(offset, len(top))]
+            missing = [i for i in top.ids.tolist() if i not in rows]
+            rows.update((t.id, t) for t in self.store.get(missing))
+        return [
+            _hit(row, float(top.score[j]), top.signals[j])
+            for j in range(offset, len(top))
+            if (row := rows.get(int(top.ids[j]))) is not None
+        ]
+
+    def _reranked(
+        self, query: str, qv: np.ndarray, space: ns.Namespace, filters: Filters | None, focus_space: ns.Namespace,
+        *, given_focus: bool,
+    ) -> tuple[Candidates, dict[int, StoredTurn]]:
+        """Candidates re-scored by the trained model, and their rows (the features read them)."""
+        reranker = self.reranker
+        assert reranker is not None  # checked by search()
+        # A prefix holds no turns of its own, so it has no focus: then none is used. The focus
+        # namespace's slots are computed once and reused when re-scoring.
+        known = {focus_space: reranker.slots_for(focus_space)} if focus_space else {}
+        fvec = reranker.focus_of(focus_space, known[focus_space]) if known else None
+        cands = self.retriever.candidates(
+            query, qv, space, filters, method="hybrid", pool=reranker.pool,
+            probe=reranker.probe(qv, fvec), probe_pool=reranker.settings.focus_pool,
+        )
+        if given_focus and fvec is None:
+            fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all
+        rows = {t.id: t for t in self.store.get(cands.ids.tolist())}
+        cands = reranker.rescore(cands, rows, self.retrieval, focus=fvec if given_focus else None, known=known)
+        return cands, rows
 
     def search_by_vector(
         self,
@@ -538,28 +612,18 @@ class ContextMemory:
         """Prompt-ready text: the most relevant memories, with speaker and time, within a budget.
 
         The best hits are taken while they fit in ``max_tokens`` (estimated as characters / 4),
-        then shown in the order they were said.
+        then shown in the order they were said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
         """
-        hits = self.search(query, namespace, k=k)
-        chosen: list[Hit] = []
-        used = 0
-        for hit in hits:
-            line = format_hit(hit)
-            cost = math.ceil(len(line) / 4) + 1
-            if used + cost > max_tokens:
-                continue
-            chosen.append(hit)
-            used += cost
-        chosen.sort(key=lambda h: h.id)  # ids follow the order things were said
-        return "\n".join(format_hit(h) for h in chosen)
+        return render_hits(self.search(query, namespace, k=k), max_tokens)
 
     def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
         """Which slots the query attends to, and which turns each of those slots holds most of."""
-        if self.slots is None:
+        if self.reranker is None:
             raise InputError("explain needs a trained model: ContextMemory(path, model=DIR)")
         space = ns.validate(namespace)
         with self._guard:
-            return self.slots.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
+            self._require_encoder()
+            return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: turns per namespace, files on disk, encoder, model."""
@@ -572,18 +636,20 @@ class ContextMemory:
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),
                 "dim": int(self.store.get_meta("dim") or 0),
-                "model": None if self.slots is None else self.slots.describe(),
+                "schema_version": self.store.schema_version,
+                "model": None if self.reranker is None else self.reranker.describe(),
                 "files": files,
                 "bytes": sum(files.values()),
             }
 
+    awrite = _async_twin(write)
     aadd = _async_twin(add)
     aingest = _async_twin(ingest)
     adelete = _async_twin(delete)
     aforget = _async_twin(forget)
     aget = _async_twin(get)
     aget_by_key = _async_twin(get_by_key)
-    alist = _async_twin(list)
+    alist_turns = _async_twin(list_turns)
     anamespaces = _async_twin(namespaces)
     asearch = _async_twin(search)
     asearch_by_vector = _async_twin(search_by_vector)
@@ -606,29 +672,8 @@ def _apply_to_index(index: VectorIndex, ids: Sequence[int], vectors: np.ndarray,
 
 
 def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:
-    """A search result from a stored turn."""
+    """A search result from a stored turn; a turn without a speaker is shown by its role."""
     return Hit(
         id=row.id, text=row.content, score=score, namespace=row.namespace, metadata=row.metadata,
-        signals=signals, speaker=row.speaker, role=row.role, timestamp=row.timestamp,
-    )
-
-
-def format_hit(hit: Hit) -> str:
-    """``[2023-05-08 13:56] Caroline: text`` (the time left out when unknown)."""
-    when = f"[{hit.timestamp.replace('T', ' ')[:16]}] " if hit.timestamp else ""
-    who = hit.speaker or hit.role
-    return f"{when}{who}: {hit.text}"
-
-
-def dumps_hits(hits: Sequence[Hit]) -> str:
-    """Hits as a JSON array (for ``--json`` output)."""
-    return json.dumps(
-        [
-            {
-                "id": h.id, "score": h.score, "namespace": ns.format_namespace(h.namespace), "speaker": h.speaker,
-                "role": h.role, "timestamp": h.timestamp, "text": h.text, "metadata": h.metadata, "signals": h.signals,
-            }
-            for h in hits
-        ],
-        ensure_ascii=False,
+        signals=signals, speaker=row.speaker or row.role, role=row.role, timestamp=row.timestamp,
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ctxmem_plugin.errors import InputError
 from ctxmem_plugin.namespaces import Namespace
 
 Role = Literal["user", "assistant", "system", "tool"]
@@ -124,7 +127,7 @@ class Turn(BaseModel):
         """The name indexed with the text: the speaker, else the role."""
         return self.speaker or self.role
 
-    def content_hash(self, position: int | None = None) -> str:
+    def content_hash(self, position: str | None = None) -> str:
         """SHA-256 over what identifies this turn; ``position`` tells repeated messages apart."""
         payload = json.dumps(
             [self.role, self.speaker, self.content, self.timestamp, self.metadata, position],
@@ -174,3 +177,55 @@ class Hit:
     speaker: str | None = None
     role: str = "user"
     timestamp: str | None = None
+
+
+Message = Turn | Mapping[str, Any]
+"""What ``ContextMemory.add`` takes: a :class:`Turn` or an OpenAI-style message dict."""
+
+
+def to_turn(message: Message, where: str = "") -> Turn:
+    """Validate one message (a :class:`Turn` or an OpenAI-style dict) into a :class:`Turn`.
+
+    A dict may name the speaker ``speaker`` or ``name``. Raises :class:`InputError` naming the
+    field and what was expected.
+    """
+    if isinstance(message, Turn):
+        return message
+    if not isinstance(message, Mapping):
+        raise InputError(f"a message must be a dict or Turn, got {type(message).__name__}", where)
+    data = dict(message)
+    if "speaker" not in data and "name" in data:
+        data["speaker"] = data.pop("name")
+    try:
+        return Turn.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        text = err["msg"].removeprefix("Value error, ")
+        raise InputError(f"{loc}: {text}", where) from None
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    """One turn for :meth:`ContextMemory.write`, the bulk write every other write goes through.
+
+    Attributes:
+        namespace: where it is stored.
+        turn: the validated turn.
+        position: what tells it apart from the same message said elsewhere, e.g. its
+            conversation and index in a log (``"chat#17"``). With ``dedupe``, a turn whose
+            content and position are both already stored in the namespace is skipped; ``None``
+            identifies it by content alone.
+        vector: its embedding by the memory's encoder, ``(dim,)`` float32, when the caller has
+            it already (an export with vectors); ``None`` = encoded on write.
+    """
+
+    namespace: Namespace
+    turn: Turn
+    position: str | None = None
+    vector: np.ndarray | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """The identity used to skip duplicates (see :meth:`Turn.content_hash`)."""
+        return self.turn.content_hash(self.position)

@@ -59,7 +59,7 @@ def test_other_namespaces_never_move_a_namespace_scores(tmp_path: Path, hash_enc
         mem.add(theirs[:150], ("bob",))  # before, after, and then gone again
         mem.add(mine, ("alice", "s1"))
         mem.add(theirs[150:], ("alicex",))  # a key range next to alice's, outside its prefix
-        offset = mem.list(("alice",))[0].id - 1  # the same turns under other ids
+        offset = mem.list_turns(("alice",))[0].id - 1  # the same turns under other ids
         shared = {q: mem.store.bm25(match_terms(q), ("alice",)) for q in QUERIES}
         table_wide = _fts5(mem.store.db, "dog")  # what FTS5's bm25() gives the same turns
         assert shared["dog"] and any(abs(table_wide[i] - s) > 1e-6 for i, s in shared["dog"].items())

@@ -170,7 +170,7 @@ def test_ingest_prints_a_summary_line_with_the_rate(tmp_path: Path, encoder: Cou
     turns = len(read_log(EXAMPLES / "maya.jsonl").turns)
     assert re.fullmatch(
         rf"ingested {turns} turns from 1 file\(s\) into maya \(0 already present, 0 invalid skipped\) "
-        r"in \d+\.\ds, \d+ turns/s\n", result.stdout,
+        r"in \d+\.\ds \(\d+ turns/s; \d+\.\ds with start-up\)\n", result.stdout,
     ), result.stdout
 
 
@@ -215,7 +215,9 @@ def test_query_json_parses_and_stays_in_its_namespace(tmp_path: Path, encoder: C
     everywhere = cli_json("query", "Miso cat dumplings", "--memory", tmp_path, "-k", "50", "--json")
     assert {h["namespace"] for h in everywhere} == {"users/maya", "users/club"}
     assert cli_json("query", "Miso", "--memory", tmp_path, "-n", "users/nobody", "--json") == []
-    assert cli("query", "Miso", "--memory", tmp_path, "-n", "users/nobody").stdout == "no memories found\n"
+    assert cli("query", "Miso", "--memory", tmp_path, "-n", "users/nobody").stdout == (
+        "no memories found: nothing is stored under users/nobody; nearest namespaces: users/maya, users/club\n"
+    )
 
 
 def test_query_text_output_ranks_hits(tmp_path: Path, encoder: CountingEncoder) -> None:
@@ -299,7 +301,7 @@ def rich_turns() -> list[tuple[tuple[str, ...], dict]]:
 
 def rows(memory_dir: Path, encoder: HashEncoder) -> list[tuple]:
     with ContextMemory(memory_dir, encoder=encoder, read_only=True) as mem:
-        return [(t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata, t.key) for t in mem.list()]
+        return [(t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata, t.key) for t in mem.list_turns()]
 
 
 def build(memory_dir: Path, encoder: HashEncoder) -> None:

@@ -22,7 +22,8 @@ from ctxmem_plugin.training.fusion_fit import (
 )
 from ctxmem_plugin.encoders.hashing import HashEncoder
 from ctxmem_plugin.retrieval.text import embed_text
-from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
+from ctxmem_plugin.retrieval.features import FEATURE_NAMES
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 from ctxmem_plugin.training.data import (
     Conversation,
     ConversationTensors,

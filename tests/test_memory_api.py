@@ -11,7 +11,8 @@ import pytest
 
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError
 from ctxmem_plugin.formats import read_paths
-from ctxmem_plugin.memory import ContextMemory, format_hit
+from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.retrieval.context import format_hit
 from ctxmem_plugin.records import Turn
 
 from conftest import REPO, HashEncoder
@@ -88,10 +89,10 @@ def test_repeated_messages_in_one_log_are_all_kept(tmp_path: Path, mem: ContextM
 
 def test_list_orders_and_pages(mem: ContextMemory) -> None:
     ids = mem.add([{"content": f"note {i}", "metadata": {"n": i}} for i in range(10)], ("u", "s"))
-    assert [t.id for t in mem.list(("u",))] == ids
-    assert [t.id for t in mem.list(("u",), limit=3, offset=2)] == ids[2:5]
-    assert [t.metadata["n"] for t in mem.list(("u",), {"n": {"$lt": 3}})] == [0, 1, 2]
-    assert mem.list(("u", "other")) == []
+    assert [t.id for t in mem.list_turns(("u",))] == ids
+    assert [t.id for t in mem.list_turns(("u",), limit=3, offset=2)] == ids[2:5]
+    assert [t.metadata["n"] for t in mem.list_turns(("u",), {"n": {"$lt": 3}})] == [0, 1, 2]
+    assert mem.list_turns(("u", "other")) == []
 
 
 def test_read_only_and_missing_memories(tmp_path: Path, hash_encoder: HashEncoder) -> None:
@@ -158,7 +159,7 @@ async def test_async_twins_return_what_the_sync_methods_return(tmp_path: Path, h
         async_ids = await async_mem.aadd(messages, ("u",))
         assert async_ids == sync_ids  # two fresh memories number the same turns the same way
         strip = lambda turns: [(t.id, t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata) for t in turns]
-        assert strip(await async_mem.alist(("u",))) == strip(sync_mem.list(("u",)))
+        assert strip(await async_mem.alist_turns(("u",))) == strip(sync_mem.list_turns(("u",)))
         assert strip(await async_mem.aget(sync_ids[:5])) == strip(sync_mem.get(sync_ids[:5]))
         for query in ["tea garden", "chess river violin", "paris"]:
             assert await async_mem.asearch(query, ("u",), k=7) == sync_mem.search(query, ("u",), k=7)
@@ -180,7 +181,7 @@ async def test_concurrent_async_searches_agree(mem: ContextMemory) -> None:
 def test_async_twins_have_the_sync_signature_and_docs() -> None:
     import inspect
 
-    for name in ["add", "ingest", "delete", "forget", "get", "get_by_key", "list", "namespaces", "search",
+    for name in ["write", "add", "ingest", "delete", "forget", "get", "get_by_key", "list_turns", "namespaces", "search",
                  "search_by_vector", "vectors", "context", "explain", "stats"]:
         twin = getattr(ContextMemory, f"a{name}")
         assert inspect.iscoroutinefunction(twin), name
@@ -236,7 +237,7 @@ def test_generation_moves_on_every_write_only(mem: ContextMemory) -> None:
     ids = mem.add({"content": "tea in lisbon"}, ("u",))
     g1 = mem.generation
     mem.search("tea", ("u",))
-    mem.list(("u",))
+    mem.list_turns(("u",))
     assert g1 > g0 and mem.generation == g1
     mem.delete(ids)
     assert mem.generation > g1

@@ -14,6 +14,12 @@ from ctxmem_plugin.errors import FormatError, InputError, MemoryNotFoundError, M
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.formats.portable import export_jsonl, import_jsonl
 
+
+def export(directory: Path, out: Path, prefix: tuple[str, ...] = (), **kwargs: bool) -> int:
+    """Export the memory in ``directory`` as the CLI does: opened read-only for the export alone."""
+    with ContextMemory(directory, read_only=True) as memory:
+        return export_jsonl(memory, out, prefix, **kwargs)
+
 from conftest import HashEncoder
 
 FIELDS = ("namespace", "role", "speaker", "content", "timestamp", "metadata", "key")
@@ -50,7 +56,7 @@ def random_memory(path: Path, encoder: HashEncoder, seed: int, n: int = 60) -> N
 
 def records(path: Path, encoder: HashEncoder, prefix: tuple[str, ...] = ()) -> list[tuple]:
     with ContextMemory(path, encoder=encoder, read_only=True) as mem:
-        return [(t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata, t.key) for t in mem.list(prefix)]
+        return [(t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata, t.key) for t in mem.list_turns(prefix)]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -59,7 +65,7 @@ def test_round_trip_keeps_every_turn_and_field(tmp_path: Path, seed: int, with_v
     encoder = CountingEncoder()
     random_memory(tmp_path / "a", encoder, seed)
     out = tmp_path / "a.jsonl"
-    count = export_jsonl(tmp_path / "a", out, with_vectors=with_vectors)
+    count = export(tmp_path / "a", out, with_vectors=with_vectors)
     original = records(tmp_path / "a", encoder)
     assert count == len(original) == len(out.read_text(encoding="utf-8").splitlines())
     encoder.texts = 0
@@ -70,7 +76,7 @@ def test_round_trip_keeps_every_turn_and_field(tmp_path: Path, seed: int, with_v
     with ContextMemory(tmp_path / "b", encoder=encoder) as mem:
         assert import_jsonl(mem, out) == (0, count)  # importing again adds nothing
     # Export of the copy is the same file, apart from the ingest times.
-    export_jsonl(tmp_path / "b", tmp_path / "b.jsonl", with_vectors=with_vectors)
+    export(tmp_path / "b", tmp_path / "b.jsonl", with_vectors=with_vectors)
     strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("created_at", "updated_at")}
                        for line in p.read_text(encoding="utf-8").splitlines()]
     assert strip(tmp_path / "b.jsonl") == strip(out)
@@ -81,7 +87,7 @@ def test_export_line_format(tmp_path: Path, hash_encoder: HashEncoder) -> None:
         (turn_id,) = mem.add({"role": "user", "speaker": "Maya", "content": "Her name is Pretzel.",
                               "timestamp": "2024-03-02T09:17:00", "metadata": {"session": 1}, "key": "dog"}, ("u", "s"))
         vector = mem.store.vectors([turn_id], hash_encoder.dim)[0]
-    export_jsonl(tmp_path / "m", tmp_path / "plain.jsonl")
+    export(tmp_path / "m", tmp_path / "plain.jsonl")
     (line,) = (tmp_path / "plain.jsonl").read_text(encoding="utf-8").splitlines()
     record = json.loads(line)
     assert set(record) == {*FIELDS, "created_at", "updated_at"}
@@ -89,7 +95,7 @@ def test_export_line_format(tmp_path: Path, hash_encoder: HashEncoder) -> None:
         "namespace": ["u", "s"], "role": "user", "speaker": "Maya", "content": "Her name is Pretzel.",
         "timestamp": "2024-03-02T09:17:00", "metadata": {"session": 1}, "key": "dog"}
     assert isinstance(record["created_at"], float) and record["updated_at"] >= record["created_at"]
-    export_jsonl(tmp_path / "m", tmp_path / "vec.jsonl", with_vectors=True)
+    export(tmp_path / "m", tmp_path / "vec.jsonl", with_vectors=True)
     record = json.loads((tmp_path / "vec.jsonl").read_text(encoding="utf-8"))
     assert record["encoder"] == hash_encoder.name
     assert np.array_equal(np.asarray(record["vector"], dtype=np.float32), vector)  # exact, float32 survives JSON
@@ -98,7 +104,7 @@ def test_export_line_format(tmp_path: Path, hash_encoder: HashEncoder) -> None:
 def test_vectors_of_another_encoder_are_recomputed(tmp_path: Path) -> None:
     random_memory(tmp_path / "a", HashEncoder(), seed=5, n=20)
     out = tmp_path / "a.jsonl"
-    count = export_jsonl(tmp_path / "a", out, with_vectors=True)
+    count = export(tmp_path / "a", out, with_vectors=True)
     other = CountingEncoder(dim=32, name="hash-32")
     with ContextMemory(tmp_path / "b", encoder=other) as mem:
         assert import_jsonl(mem, out) == (count, 0)
@@ -110,7 +116,7 @@ def test_vectors_of_another_encoder_are_recomputed(tmp_path: Path) -> None:
 
 def test_import_into_a_memory_opened_with_another_encoder_is_refused(tmp_path: Path) -> None:
     random_memory(tmp_path / "a", HashEncoder(), seed=6, n=5)
-    export_jsonl(tmp_path / "a", tmp_path / "a.jsonl", with_vectors=True)
+    export(tmp_path / "a", tmp_path / "a.jsonl", with_vectors=True)
     with ContextMemory(tmp_path / "b", encoder=HashEncoder(32, "hash-32")) as mem:
         mem.add({"content": "already here"}, ("x",))
     with ContextMemory(tmp_path / "b", encoder=HashEncoder()) as mem:
@@ -122,21 +128,21 @@ def test_import_into_a_memory_opened_with_another_encoder_is_refused(tmp_path: P
 def test_a_bad_line_imports_nothing(tmp_path: Path, hash_encoder: HashEncoder) -> None:
     random_memory(tmp_path / "a", hash_encoder, seed=7, n=10)
     out = tmp_path / "a.jsonl"
-    export_jsonl(tmp_path / "a", out)
+    export(tmp_path / "a", out)
     lines = out.read_text(encoding="utf-8").splitlines()
     out.write_text("\n".join(lines) + '\n\n{"namespace": ["u1"], "content": ""}\n', encoding="utf-8")
     with ContextMemory(tmp_path / "b", encoder=hash_encoder) as mem:
         with pytest.raises(FormatError) as caught:
             import_jsonl(mem, out)
         assert caught.value.source == f"{out}:{len(lines) + 2}" and "content is empty" in str(caught.value)
-        assert mem.list() == []
+        assert mem.list_turns() == []
 
 
 def test_export_of_a_prefix_and_of_nothing(tmp_path: Path, hash_encoder: HashEncoder) -> None:
     random_memory(tmp_path / "a", hash_encoder, seed=8)
-    assert export_jsonl(tmp_path / "a", tmp_path / "u1.jsonl", ("u1",)) == len(records(tmp_path / "a", hash_encoder, ("u1",)))
+    assert export(tmp_path / "a", tmp_path / "u1.jsonl", ("u1",)) == len(records(tmp_path / "a", hash_encoder, ("u1",)))
     assert {tuple(json.loads(line)["namespace"])[:1] for line in (tmp_path / "u1.jsonl").read_text().splitlines()} == {("u1",)}
-    assert export_jsonl(tmp_path / "a", tmp_path / "none.jsonl", ("nobody",)) == 0
+    assert export(tmp_path / "a", tmp_path / "none.jsonl", ("nobody",)) == 0
     assert (tmp_path / "none.jsonl").read_text() == ""
     with ContextMemory(tmp_path / "b", encoder=hash_encoder) as mem:
         assert import_jsonl(mem, tmp_path / "none.jsonl") == (0, 0)
@@ -146,16 +152,16 @@ def test_export_is_atomic_and_needs_a_memory(tmp_path: Path, hash_encoder: HashE
     out = tmp_path / "out.jsonl"
     out.write_text("previous export\n")
     with pytest.raises(MemoryNotFoundError):
-        export_jsonl(tmp_path / "missing", out)
+        export(tmp_path / "missing", out)
     assert out.read_text() == "previous export\n" and not (tmp_path / "missing").exists()
     random_memory(tmp_path / "a", hash_encoder, seed=9, n=5)
-    assert export_jsonl(tmp_path / "a", out) == len(out.read_text().splitlines()) == 6
+    assert export(tmp_path / "a", out) == len(out.read_text().splitlines()) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "out.jsonl"]  # no temporary file left
 
 
 def test_import_into_a_read_only_memory(tmp_path: Path, hash_encoder: HashEncoder) -> None:
     random_memory(tmp_path / "a", hash_encoder, seed=10, n=5)
-    export_jsonl(tmp_path / "a", tmp_path / "a.jsonl")
+    export(tmp_path / "a", tmp_path / "a.jsonl")
     with ContextMemory(tmp_path / "a", encoder=hash_encoder, read_only=True) as mem:
         with pytest.raises(InputError, match="read-only"):
             import_jsonl(mem, tmp_path / "a.jsonl")

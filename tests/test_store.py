@@ -108,7 +108,7 @@ def test_isolation_randomized(tmp_path: Path, hash_encoder: HashEncoder) -> None
                 assert owner[h.id][: len(prefix)] == prefix, (prefix, owner[h.id])
                 assert h.namespace == owner[h.id]
                 assert matches(filters, h.metadata)
-            listed = mem.list(prefix)
+            listed = mem.list_turns(prefix)
             assert {t.id for t in listed} == {i for i, s in owner.items() if s[: len(prefix)] == prefix}
 
 
@@ -128,13 +128,13 @@ def test_filters_match_reference(tmp_path: Path, hash_encoder: HashEncoder) -> N
             {"speaker": "Ana", "tag": {"$eq": "b"}},
         ]
         for filters in cases:
-            got = {t.id for t in mem.list(("u",), filters)}
-            want = {t.id for t in mem.list(("u",)) if matches(filters, {**t.metadata, "speaker": t.speaker})}
+            got = {t.id for t in mem.list_turns(("u",), filters)}
+            want = {t.id for t in mem.list_turns(("u",)) if matches(filters, {**t.metadata, "speaker": t.speaker})}
             assert got == want, filters
         with pytest.raises(InputError):
-            mem.list(("u",), {"n": {"$like": 1}})
+            mem.list_turns(("u",), {"n": {"$like": 1}})
         with pytest.raises(InputError):
-            mem.list(("u",), {"x') OR 1=1 --": 1})
+            mem.list_turns(("u",), {"x') OR 1=1 --": 1})
 
 
 def test_forget_leaves_nothing_on_disk(tmp_path: Path, hash_encoder: HashEncoder) -> None:
@@ -176,8 +176,9 @@ def test_second_writer_gets_clear_error(tmp_path: Path, hash_encoder: HashEncode
     from ctxmem_plugin.errors import MemoryLockedError
 
     with ContextMemory(tmp_path, encoder=hash_encoder):
-        with pytest.raises(MemoryLockedError, match="another process is writing"):
-            ContextMemory(tmp_path, encoder=hash_encoder, lock_timeout=0.2)
+        # In the same process: refused at once, saying so (no wait, no blaming another process).
+        with pytest.raises(MemoryLockedError, match="already open for writing in this process"):
+            ContextMemory(tmp_path, encoder=hash_encoder, lock_timeout=30)
         with ContextMemory(tmp_path, encoder=hash_encoder, read_only=True) as reader:
             assert reader.stats()["turns"] == 0
 
@@ -209,7 +210,7 @@ def test_killed_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
     proc.wait()
     assert len(acked) >= 40
     with ContextMemory(tmp_path, encoder=HashEncoder()) as mem:
-        stored = {t.id: t.content for t in mem.list(("u",))}
+        stored = {t.id: t.content for t in mem.list_turns(("u",))}
         for turn_id, i in acked:
             assert stored[turn_id] == f"fact number {i} about item{i}"
         assert len(mem.index) == len(stored)  # FAISS caught up from SQLite

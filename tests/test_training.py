@@ -189,7 +189,8 @@ def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Pa
     from test_locomo import _sample, _write
 
     from ctxmem_plugin.retrieval.text import embed_text
-    from ctxmem_plugin.training.data import conversation_focus, eval_followups
+    from ctxmem_plugin.evaluation.followups import eval_followups
+    from ctxmem_plugin.training.data import conversation_focus
 
     (conv,) = load_conversations([_write(tmp_path, [_sample()])])
     assert conv.answers == ["Tofu", "2023"]  # category 5 has no answer and is left out
@@ -208,7 +209,7 @@ def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Pa
     # The benchmark example's focus is the trace of both turns, as a memory would write them.
     encoder = HashEncoder(64, "hash-64")
     data = gather([conv], encoder, pool=10, cues_per_conversation=2, followups_per_conversation=2,
-                  benchmark_followups=True, followup_context="answered")
+                  extra_followups=lambda c: eval_followups(c, "answered"))
     evals = [e for e in data.examples if e.kind == "followup-eval"]
     assert len(evals) == 2
     for e, (turns, _, _) in zip(evals, answered, strict=True):
@@ -226,7 +227,7 @@ def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Pa
         a.add(turns, ("maya",))
         for t in turns:  # one add() per turn: same slots as one add() of everything
             b.add(t, ("maya",))
-        assert torch.allclose(a.slots.slots_for(("maya",)), b.slots.slots_for(("maya",)), atol=1e-5)
+        assert torch.allclose(a.reranker.slots_for(("maya",)), b.reranker.slots_for(("maya",)), atol=1e-5)
         hits = a.search("dog name", ("maya",), k=5)
         assert hits and all("ctxmem" in h.signals for h in hits)
         info = a.explain("dog name", ("maya",))
@@ -235,7 +236,7 @@ def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Pa
     # Slot states persist: reopening gives the same slots without replaying.
     with ContextMemory(tmp_path / "one", encoder=HashEncoder(), model=tmp_path / "m") as a2, \
          ContextMemory(tmp_path / "many", encoder=HashEncoder(), model=tmp_path / "m", read_only=True) as b2:
-        assert torch.allclose(a2.slots.slots_for(("maya",)), b2.slots.slots_for(("maya",)), atol=1e-5)
+        assert torch.allclose(a2.reranker.slots_for(("maya",)), b2.reranker.slots_for(("maya",)), atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -246,11 +247,11 @@ def test_memory_with_the_model_on_cuda_matches_cpu(dataset, tmp_path: Path) -> N
     turns = [st.turn for st in read_paths([LOGS / "maya.jsonl"])[0].turns]
     with ContextMemory(tmp_path / "cpu", encoder=HashEncoder(), model=tmp_path / "m", device="cpu") as a, \
          ContextMemory(tmp_path / "gpu", encoder=HashEncoder(), model=tmp_path / "m", device="cuda") as b:
-        assert b.slots.device == "cuda"
+        assert b.reranker.device == "cuda"
         for mem in (a, b):
             mem.add(turns, ("maya",))
             mem.add({"role": "user", "content": "that trip to Lisbon"}, ("maya-now",))
-        torch.testing.assert_close(b.slots.slots_for(("maya",)).cpu(), a.slots.slots_for(("maya",)), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b.reranker.slots_for(("maya",)).cpu(), a.reranker.slots_for(("maya",)), atol=1e-4, rtol=1e-4)
         for query, focus in [("what is the dog called", None), ("what was that again?", ("maya-now",))]:
             ha, hb = a.search(query, ("maya",), k=5, focus=focus), b.search(query, ("maya",), k=5, focus=focus)
             assert [h.id for h in ha] == [h.id for h in hb]
@@ -295,7 +296,7 @@ def test_ddp_two_processes_on_cpu(dataset, tmp_path: Path) -> None:
 def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows(tmp_path: Path, monkeypatch) -> None:
     from ctxmem_plugin.training import trainer as training
     from ctxmem_plugin.formats import read_paths
-    from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+    from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
     from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     older = tuple(name for name in FEATURE_NAMES if name not in ("session_mean_fused", "prev_dense"))
@@ -312,15 +313,17 @@ def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows
     # On the CPU wherever it runs: the model is called directly below with CPU tensors.
     with ContextMemory(tmp_path / "mem", encoder=HashEncoder(), model=tmp_path / "old", device="cpu") as mem:
         mem.add(turns, ("maya",))
-        runtime = mem.slots
+        runtime = mem.reranker
         assert runtime is not None
         query = "when did Maya get the dog?"
         cands = mem.retriever.candidates(query, mem.encoder.encode_query(query), ("maya",))
-        scored = runtime.rescore(cands, mem.store)
+        rows = {t.id: t for t in mem.get(cands.ids.tolist())}
+        scored = runtime.rescore(cands, rows, mem.retrieval)
+        features = candidate_features(cands, rows, mem.retrieval)
         columns = [FEATURE_NAMES.index(name) for name in runtime.model.config.feature_names]
         with torch.no_grad():
             direct = runtime.model(
-                torch.from_numpy(cands.features[:, columns])[None], None, torch.from_numpy(cands.query_vector)[None],
+                torch.from_numpy(features[:, columns])[None], None, torch.from_numpy(cands.query_vector)[None],
                 torch.from_numpy(cands.vectors)[None], runtime.slots_for(("maya",)), None,
             )[0]
         assert np.allclose(scored.score, direct.double().numpy(), atol=1e-6)
@@ -329,7 +332,7 @@ def test_a_model_trained_before_some_features_existed_reads_the_columns_it_knows
 
 def test_a_model_that_reads_a_feature_this_version_lacks_is_refused(tmp_path: Path, monkeypatch) -> None:
     from ctxmem_plugin.training import trainer as training
-    from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+    from ctxmem_plugin.retrieval.features import FEATURE_NAMES
     from ctxmem_plugin.reranker.runtime import RuntimeSettings
 
     monkeypatch.setattr(training, "FEATURE_NAMES", (*FEATURE_NAMES, "from_a_later_version"))

@@ -98,8 +98,7 @@ def build_questions(
     out: list[EvalQuestion] = []
     for conv in conversations:
         space = ("locomo", conv.sample_id)
-        groups = {space: list(conv.turns)}
-        ids = memory._add_groups(groups)  # one batched encode per conversation
+        ids = memory.write([st.entry(space) for st in conv.turns])  # one batched encode per conversation
         by_dia: dict[str, int] = {}
         session_by_id: dict[int, int] = {}
         for st, turn_id in zip(conv.turns, ids):
@@ -108,7 +107,7 @@ def build_questions(
                 continue
             by_dia[dia] = turn_id
             session_by_id[turn_id] = session_of(dia)
-        runtime = memory.slots
+        runtime = memory.reranker
         widen = runtime is not None and runtime.settings.focus_pool > 0
         focus = runtime.focus_of(space) if widen else None  # type: ignore[union-attr]
         for q in conv.questions:
@@ -144,7 +143,7 @@ def method_rankings(questions: Sequence[EvalQuestion], scorer: Any = None) -> di
         assert raw is not None
         ranked["bm25"].append(rank_by(q.candidates, np.where(raw.bm25_present, raw.bm25, -np.inf)))
         ranked["dense"].append(rank_by(q.candidates, raw.dense))
-        ranked["hybrid"].append(rank_by(q.candidates, q.candidates.features[:, 0]))
+        ranked["hybrid"].append(rank_by(q.candidates, q.candidates.score))
     if scorer is not None:
         own = [q.model_candidates if q.model_candidates is not None else q.candidates for q in questions]
         ranked["ctxmem"] = [rank_by(c, c.score) for c in scorer(own, questions)]
@@ -188,14 +187,19 @@ def evaluate_locomo(
         wanted = set(conversations)
         convs = [c for c in convs if c.sample_id in wanted]
     with tempfile.TemporaryDirectory(prefix="ctxmem-eval-") as tmp, ContextMemory(tmp, encoder=encoder, model=model) as memory:
-        pool = memory.slots.pool if memory.slots is not None else max(max(ks), memory.retrieval.pool)
+        runtime = memory.reranker
+        pool = runtime.pool if runtime is not None else max(max(ks), memory.retrieval.pool)
         questions = build_questions(convs, memory, pool=pool, progress=progress)
         scorer = None
-        if memory.slots is not None:
-            runtime = memory.slots
+        if runtime is not None:
 
             def scorer(cands: list[Candidates], qs: Sequence[EvalQuestion]) -> list[Candidates]:
-                return [runtime.rescore(c, memory.store) for c in cands]
+                assert runtime is not None
+                out = []
+                for c in cands:
+                    rows = {t.id: t for t in memory.get(c.ids.tolist())}
+                    out.append(runtime.rescore(c, rows, memory.retrieval))
+                return out
 
         ranked = method_rankings(questions, scorer)
         return replace(summarise(questions, ranked, ks), encoder=memory.encoder.name)

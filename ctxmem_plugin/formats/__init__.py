@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ctxmem_plugin.errors import InputError
+from ctxmem_plugin.errors import FormatError, InputError
 from ctxmem_plugin.formats import locomo, messages, transcript
 from ctxmem_plugin.formats.detect import detect
 from ctxmem_plugin.formats.document import Document, ParsedLog, Pending, SourceTurn, build_turn, collect, open_document
@@ -72,18 +72,29 @@ def read_paths(
     """Read files and directories (each standing for its log files, recursively) like :func:`read_log`.
 
     A directory's files are read in sorted order, leaving out hidden files and folders and files
-    not ending in one of :data:`LOG_SUFFIXES`; each file's format is detected on its own.
+    not ending in one of :data:`LOG_SUFFIXES`; each file's format is detected on its own. With
+    ``skip_invalid``, a file found in a directory that is no chat log at all (a README beside the
+    logs, an empty or unreadable file) is skipped whole: its :class:`ParsedLog` has no turns,
+    format ``"none"`` and the reason in ``skipped``. A file named itself must be readable.
 
     Raises:
         InputError: unknown ``fmt``, a missing file, or a directory without log files.
         FormatError: as :func:`read_log`.
     """
     name = _check_format(fmt)
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []  # (file, found in a directory)
     for item in [paths] if isinstance(paths, (str, Path)) else paths:
         path = Path(item)
-        files.extend(log_files(path) if path.is_dir() else [path])
-    return [read_log(file, name, skip_invalid=skip_invalid) for file in files]
+        files.extend([(f, True) for f in log_files(path)] if path.is_dir() else [(path, False)])
+    logs: list[ParsedLog] = []
+    for file, found in files:
+        try:
+            logs.append(read_log(file, name, skip_invalid=skip_invalid))
+        except FormatError as error:
+            if not (skip_invalid and found):
+                raise
+            logs.append(ParsedLog(file, "none", [], [error]))
+    return logs
 
 
 def parse_document(doc: Document, fmt: str | None, *, skip_invalid: bool = False) -> ParsedLog:

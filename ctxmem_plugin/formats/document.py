@@ -27,7 +27,8 @@ from typing import Any, Union
 from pydantic import ValidationError
 
 from ctxmem_plugin.errors import FormatError, InputError
-from ctxmem_plugin.records import MAX_CONTENT_CHARS, Turn
+from ctxmem_plugin.namespaces import Namespace
+from ctxmem_plugin.records import MAX_CONTENT_CHARS, NewTurn, Turn
 
 _TEXT_SUFFIXES = frozenset({".txt", ".text", ".log", ".md"})
 
@@ -78,6 +79,13 @@ class SourceTurn:
     source: str
     conversation: str
     position: int
+
+    def entry(self, namespace: Namespace) -> NewTurn:
+        """This turn to store in ``namespace``, identified by its conversation and position in it.
+
+        The same file ingested again then adds nothing, while a message said twice stays two turns.
+        """
+        return NewTurn(namespace, self.turn, f"{self.conversation}#{self.position}")
 
 
 @dataclass

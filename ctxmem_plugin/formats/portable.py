@@ -8,62 +8,70 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.errors import FormatError, NamespaceError
+from ctxmem_plugin.errors import FormatError, InputError, NamespaceError
 from ctxmem_plugin.formats.document import build_turn
-from ctxmem_plugin.records import Turn
-from ctxmem_plugin.storage.sqlite import LongTermStore
+from ctxmem_plugin.records import NewTurn, Turn
+
+if TYPE_CHECKING:
+    from ctxmem_plugin.memory import ContextMemory
 
 
-def export_jsonl(memory_dir: Path, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
-    """Write every turn under ``prefix`` to ``out`` (atomically); returns the count."""
-    if not (memory_dir / "memory.sqlite3").is_file():
-        from ctxmem_plugin.errors import MemoryNotFoundError
+@dataclass(frozen=True)
+class ExportedTurn:
+    """One line of an export, validated: the turn, where it belongs, and its vector if it has one."""
 
-        raise MemoryNotFoundError(f"no memory at {memory_dir}")
-    store = LongTermStore(memory_dir, read_only=True)
+    namespace: ns.Namespace
+    turn: Turn
+    vector: list[float] | None
+    encoder: str | None
+
+
+def export_jsonl(memory: ContextMemory, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
+    """Write every turn under ``prefix`` to ``out`` (atomically; its folder is created); returns the count."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     count = 0
+    encoder = memory.stats()["encoder"] if with_vectors else None
     try:
-        encoder = store.get_meta("encoder")
-        dim = int(store.get_meta("dim") or 0)
         with tmp.open("w", encoding="utf-8") as fh:
-            for turn in store.select(prefix):
-                record: dict[str, Any] = {
-                    "namespace": list(turn.namespace), "role": turn.role, "speaker": turn.speaker,
-                    "content": turn.content, "timestamp": turn.timestamp, "created_at": turn.created_at,
-                    "updated_at": turn.updated_at, "metadata": turn.metadata, "key": turn.key,
-                }
-                if with_vectors:
-                    record["encoder"] = encoder
-                    record["vector"] = store.vectors([turn.id], dim)[0].tolist()
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
+            for batch in memory.iter_turns(prefix):
+                vectors = memory.vectors([t.id for t in batch]) if with_vectors else {}
+                for turn in batch:
+                    record: dict[str, Any] = {
+                        "namespace": list(turn.namespace), "role": turn.role, "speaker": turn.speaker,
+                        "content": turn.content, "timestamp": turn.timestamp, "created_at": turn.created_at,
+                        "updated_at": turn.updated_at, "metadata": turn.metadata, "key": turn.key,
+                    }
+                    if with_vectors:
+                        record["encoder"] = encoder
+                        record["vector"] = vectors[turn.id].tolist()
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    count += 1
         os.replace(tmp, out)
     finally:
-        store.close()
         tmp.unlink(missing_ok=True)
     return count
 
 
-def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
-    """Add every turn of an export to ``memory`` in one transaction; ``(added, duplicates)``.
-
-    Vectors in the file are reused when they were made by the memory's encoder; otherwise the
-    text is embedded again. Re-importing the same file adds nothing.
-    """
-    records: list[tuple[ns.Namespace, Turn, np.ndarray | None]] = []
-    data = src.read_bytes()
+def read_export(src: Path) -> list[ExportedTurn]:
+    """Read and validate a whole export; raises :class:`FormatError` naming ``file:line``."""
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror}", str(src)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise FormatError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); expected UTF-8 JSONL", f"{src}:{line}") from None
+    records: list[ExportedTurn] = []
     for line_no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
@@ -85,18 +93,32 @@ def import_jsonl(memory: Any, src: Path) -> tuple[int, int]:
         vec = obj.get("vector")
         if vec is not None and not (isinstance(vec, list) and all(isinstance(x, (int, float)) for x in vec)):
             raise FormatError("vector: expected an array of numbers", where)
-        usable = vec is not None and obj.get("encoder") == memory.encoder.name and len(vec) == memory.encoder.dim
-        records.append((space, turn, np.asarray(vec, dtype=np.float32) if usable else None))
-    # Identical turns said twice stay two turns; the same file imported again adds nothing.
+        encoder = obj.get("encoder")
+        records.append(ExportedTurn(space, turn, vec, encoder if isinstance(encoder, str) else None))
+    return records
+
+
+def import_records(memory: ContextMemory, records: list[ExportedTurn]) -> tuple[int, int]:
+    """Add exported turns to ``memory`` in one transaction; ``(added, duplicates)``.
+
+    Vectors are reused when they were made by the memory's encoder; otherwise the text is
+    embedded again. Importing the same file again adds nothing, while identical turns said twice
+    stay two turns.
+    """
+    name, dim = memory.encoder.name, memory.dim
     occurrences: dict[tuple[ns.Namespace, str], int] = {}
-    runs: list[tuple[ns.Namespace, list[tuple[Turn, str, np.ndarray | None]]]] = []
-    for space, turn, vec in records:
-        first = turn.content_hash("import")
-        seen = occurrences[space, first] = occurrences.get((space, first), -1) + 1
-        digest = first if seen == 0 else turn.content_hash(f"import#{seen}")
-        if not runs or runs[-1][0] != space:
-            runs.append((space, []))
-        runs[-1][1].append((turn, digest, vec))
-    ids = memory._write(runs, dedupe=True)
+    entries: list[NewTurn] = []
+    for rec in records:
+        first = rec.turn.content_hash("import")
+        seen = occurrences[rec.namespace, first] = occurrences.get((rec.namespace, first), -1) + 1
+        usable = rec.vector is not None and rec.encoder == name and len(rec.vector) == dim
+        vector = np.asarray(rec.vector, dtype=np.float32) if usable else None
+        entries.append(NewTurn(rec.namespace, rec.turn, "import" if seen == 0 else f"import#{seen}", vector))
+    ids = memory.write(entries)
     added = sum(1 for i in ids if i >= 0)
     return added, len(ids) - added
+
+
+def import_jsonl(memory: ContextMemory, src: Path) -> tuple[int, int]:
+    """Read an export whole, then add it (:func:`import_records`); ``(added, duplicates)``."""
+    return import_records(memory, read_export(src))

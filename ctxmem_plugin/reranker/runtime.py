@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,51 +20,16 @@ import numpy as np
 import torch
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.reranker.checkpoint import load_model, read_config
 from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
-from ctxmem_plugin.reranker.model import CtxMemModel
-from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, Candidates, RetrievalConfig
-from ctxmem_plugin.storage.sqlite import LongTermStore
 from ctxmem_plugin.encoders.tuned import bundled_encoder
-
-TURN_FEATURES = 4
-"""Per-turn inputs of a slot write besides the embedding: user?, assistant?, image?, length."""
-
-
-def turn_features(roles: list[str], lengths: list[int], images: list[bool], width: int) -> np.ndarray:
-    """``(t, width)`` features of turns for :meth:`SlotMemory.write` (zero-padded to ``width``)."""
-    out = np.zeros((len(roles), width), dtype=np.float32)
-    if width == 0:
-        return out
-    cols = np.stack(
-        [
-            np.array([r == "user" for r in roles], dtype=np.float32),
-            np.array([r == "assistant" for r in roles], dtype=np.float32),
-            np.array(images, dtype=np.float32),
-            np.log1p(np.array(lengths, dtype=np.float32)) / 8.0,
-        ],
-        axis=1,
-    )  # (t, 4)
-    k = min(width, TURN_FEATURES)
-    out[:, :k] = cols[:, :k]
-    return out
-
-
-def focus_probe(query_vector: np.ndarray, focus: np.ndarray | None) -> np.ndarray | None:
-    """The query widened by the focus, ``normalise(q/|q| + f/|f|)``; None without a focus.
-
-    Its nearest turns join the candidates of a query: a follow-up such as "what did she say
-    about it?" names nothing, and only the focus (what was just said) can bring its referent in.
-    """
-    if focus is None:
-        return None
-    fn = float(np.linalg.norm(focus))
-    qn = float(np.linalg.norm(query_vector))
-    if fn < 1e-6 or qn < 1e-6:
-        return None
-    probe = query_vector / qn + focus / fn
-    return (probe / np.linalg.norm(probe)).astype(np.float32)
-
+from ctxmem_plugin.errors import CheckpointError
+from ctxmem_plugin.records import StoredTurn
+from ctxmem_plugin.reranker.checkpoint import load_model, read_config
+from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
+from ctxmem_plugin.reranker.model import CtxMemModel
+from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
+from ctxmem_plugin.retrieval.hybrid import Candidates, RetrievalConfig
+from ctxmem_plugin.storage.sqlite import LongTermStore
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -101,8 +67,8 @@ def write_chunks(model: CtxMemModel, slots: torch.Tensor, vectors: torch.Tensor,
     return slots
 
 
-class SlotRuntime:
-    """A loaded model bound to one memory's store.
+class Reranker:
+    """A trained model at work in one memory: its slot states, re-scoring, explain.
 
     Args:
         model: the trained model (eval mode).
@@ -122,14 +88,12 @@ class SlotRuntime:
         cfg = model.config
         unknown = [name for name in cfg.feature_names if name not in FEATURE_NAMES]
         if unknown:
-            from ctxmem_plugin.errors import CheckpointError
-
             raise CheckpointError(f"model features {unknown} are not computed by this version ({list(FEATURE_NAMES)}); retrain it")
         # A model trained before some features existed reads the columns it knows, in its order.
         self.columns = np.array([FEATURE_NAMES.index(name) for name in cfg.feature_names], dtype=np.int64)
 
     @classmethod
-    def load(cls, directory: Path, store: LongTermStore | None = None, *, device: str = "auto") -> SlotRuntime:
+    def load(cls, directory: Path, store: LongTermStore | None = None, *, device: str = "auto") -> Reranker:
         """Load a model directory (safetensors + JSON only); ``store`` may be bound later."""
         dev = resolve_device(device)
         model = load_model(directory, map_location=dev).eval()
@@ -200,12 +164,10 @@ class SlotRuntime:
         return slots, last, count
 
     def _after(self, namespace: ns.Namespace, last: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """Ids and vectors of the namespace's turns after ``last`` (the ones given are not read again)."""
         dim = self.model.config.slots.dim
         known = dict(zip(ids.tolist(), vectors))
-        rows = self.store.db.execute(
-            "SELECT id FROM turns WHERE namespace = ? AND id > ? ORDER BY id", (ns.to_key(namespace), last)
-        ).fetchall()
-        pending = [r[0] for r in rows]
+        pending = self.store.ids_after(namespace, last)
         missing = [i for i in pending if i not in known]
         if missing:
             known.update(zip(missing, self.store.vectors(missing, dim)))
@@ -248,31 +210,36 @@ class SlotRuntime:
 
     @torch.no_grad()
     def rescore(
-        self, cands: Candidates, store: LongTermStore, focus: np.ndarray | None = None,
+        self, cands: Candidates, rows: Mapping[int, StoredTurn], config: RetrievalConfig, focus: np.ndarray | None = None,
         known: dict[ns.Namespace, torch.Tensor] | None = None,
     ) -> Candidates:
         """Score candidates with the model; candidates from several namespaces use each one's slots.
 
-        ``focus``: the focus the query follows up on (another namespace's); by default each
-        namespace's own. ``known``: slots already computed in this search, by namespace.
+        Args:
+            cands: the retriever's candidates (all of them, not a top k: the features compare them).
+            rows: every candidate's stored turn, by id.
+            config: the retrieval settings the candidates were fused with.
+            focus: the focus the query follows up on (another namespace's); by default each
+                namespace's own.
+            known: slots already computed in this search, by namespace.
         """
         if len(cands) == 0:
             return cands
-        owner = store.namespace_of(cands.ids.tolist())
+        features = candidate_features(cands, rows, config)  # (n, F)
         score = np.zeros(len(cands))
         residual = np.zeros(len(cands))
         groups: dict[ns.Namespace, list[int]] = {}
         for j, i in enumerate(cands.ids.tolist()):
-            groups.setdefault(owner[i], []).append(j)
+            groups.setdefault(rows[i].namespace, []).append(j)
         q = torch.from_numpy(cands.query_vector.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
         given = None if focus is None else torch.from_numpy(focus.astype(np.float32)).to(self.device).unsqueeze(0)  # (1, d)
         for space, members in groups.items():
-            feats = torch.from_numpy(cands.features[np.ix_(members, self.columns)]).to(self.device).unsqueeze(0)  # (1, n, F)
+            feats = torch.from_numpy(features[np.ix_(members, self.columns)]).to(self.device).unsqueeze(0)  # (1, n, F)
             cand = torch.from_numpy(cands.vectors[members]).to(self.device).unsqueeze(0)  # (1, n, d)
             slots = known[space] if known and space in known else self.slots_for(space)  # (1, members * m, d)
             out = self.model(feats, None, q, cand, slots, given)[0].double().cpu().numpy()  # (n,)
             score[members] = out
-            residual[members] = out - cands.features[members, 0]
+            residual[members] = out - features[members, 0]
         signals = [{**s, "ctxmem": {"score": float(score[j]), "slots_residual": float(residual[j])}} for j, s in enumerate(cands.signals)]
         return replace(cands, score=score, signals=signals)
 
@@ -287,14 +254,11 @@ class SlotRuntime:
         q = torch.from_numpy(query_vector.astype(np.float32)).to(self.device).unsqueeze(0)
         _, attention = self.model.slots.read(slots, q)  # (1, m)
         att = attention[0].cpu().numpy()
-        rows = store.db.execute(
-            "SELECT id, vector FROM turns WHERE namespace = ? ORDER BY id", (ns.to_key(namespace),)
-        ).fetchall()
-        ids = [int(r[0]) for r in rows]
+        id_array, allv = store.namespace_vectors(namespace, self.model.config.slots.dim)  # (t,), (t, d)
+        ids = id_array.tolist()
         slot_np = slots[0].cpu().numpy()
         out_slots = []
         if ids:
-            allv = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])  # (t, d)
             sn = slot_np / np.linalg.norm(slot_np, axis=1, keepdims=True).clip(1e-6)
             sim = allv @ sn.T  # (t, m)
             for s in np.argsort(-att)[: min(4, len(att))]:
@@ -303,7 +267,7 @@ class SlotRuntime:
                 out_slots.append({
                     "slot": int(s), "attention": float(att[s]),
                     "focus": bool(self.model.config.slots.has_focus and s == len(att) - 1),
-                    "turns": [{"id": ids[b], "similarity": float(sim[b, s]), "speaker": rows[ids[b]].speaker,
+                    "turns": [{"id": ids[b], "similarity": float(sim[b, s]), "speaker": rows[ids[b]].speaker or rows[ids[b]].role,
                                "text": rows[ids[b]].content} for b in best],
                 })
         return {"namespace": list(namespace), "attention": [float(a) for a in att], "entropy": float(-(att * np.log(att + 1e-12)).sum() / math.log(len(att))), "top_slots": out_slots}

@@ -8,13 +8,12 @@ The pipeline, for one query under one namespace prefix:
 3. fused = ``w_bm25 * bm25 / max_bm25 + w_dense * (dense - floor) / (max_dense - floor)``;
 4. hybrid = fused + ``w_neighbour * max(fused of previous turn, fused of next turn)``: evidence
    often spans a question and its answer in consecutive turns;
-5. a per-candidate feature matrix is kept for the learned scorer (:mod:`ctxmem_plugin.reranker.scorer`).
+5. the candidates keep their raw scores: a trained re-ranker builds its features from them
+   (:mod:`ctxmem_plugin.retrieval.features`), plain search never does.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -22,40 +21,11 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.retrieval.text import match_terms, query_terms
+from ctxmem_plugin.retrieval.text import match_terms
 from ctxmem_plugin.storage.sqlite import LongTermStore
 from ctxmem_plugin.storage.vectors import VectorIndex
 
 METHODS = ("bm25", "dense", "hybrid")
-
-FEATURE_NAMES: tuple[str, ...] = (
-    "hybrid",  # the final hybrid score: the scorer's base score (column 0)
-    "fused",
-    "bm25_norm",
-    "bm25_rrank",
-    "bm25_hit",
-    "dense",
-    "dense_norm",
-    "dense_rrank",
-    "prev_fused",
-    "next_fused",
-    "max_neighbour_fused",
-    "session_best_fused",
-    "session_mean_fused",
-    "hybrid_rrank",
-    "hybrid_gap_to_best",
-    "speaker_in_query",
-    "log_length",
-    "has_image",
-    "query_terms_matched",
-    "position",
-    "prev_dense",
-    "next_dense",
-    "prev_bm25_norm",
-    "next_bm25_norm",
-    "session_best_dense",
-    "session_best_bm25_norm",
-)
 
 
 @dataclass(frozen=True)
@@ -81,36 +51,6 @@ class RetrievalConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass
-class Candidates:
-    """Everything known about one query's candidates; arrays are aligned on ``ids``.
-
-    ``score`` is the ranking of the chosen method, descending, ties broken by id.
-    """
-
-    ids: np.ndarray  # (n,) int64
-    score: np.ndarray  # (n,)
-    features: np.ndarray  # (n, F) float32, columns FEATURE_NAMES
-    vectors: np.ndarray  # (n, d) float32
-    query_vector: np.ndarray  # (d,)
-    signals: list[dict[str, dict[str, float]]] = field(default_factory=list)
-    raw: RawScores | None = None
-
-    def top(self, k: int) -> Candidates:
-        order = np.lexsort((self.ids, -self.score))[:k]
-        return Candidates(
-            ids=self.ids[order],
-            score=self.score[order],
-            features=self.features[order],
-            vectors=self.vectors[order],
-            query_vector=self.query_vector,
-            signals=[self.signals[i] for i in order],
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 @dataclass(frozen=True)
 class RawScores:
     """Unfused scores of a candidate set, enough to re-fuse it under other settings (tuning)."""
@@ -120,6 +60,45 @@ class RawScores:
     dense: np.ndarray  # (n,) cosine
     prev_pos: np.ndarray  # (n,) position of the previous turn among candidates, -1 if absent
     next_pos: np.ndarray  # (n,)
+
+    def take(self, order: np.ndarray) -> RawScores:
+        """The scores of the candidates at ``order`` (neighbour positions follow, -1 when left out)."""
+        where = np.full(len(self.bm25) + 1, -1, dtype=np.int64)  # old position -> new; index -1 -> -1
+        where[order] = np.arange(len(order))
+        return RawScores(self.bm25[order], self.bm25_present[order], self.dense[order],
+                         where[self.prev_pos[order]], where[self.next_pos[order]])
+
+
+@dataclass
+class Candidates:
+    """Everything known about one query's candidates; arrays are aligned on ``ids``.
+
+    ``score`` is the ranking of the chosen method, descending, ties broken by id.
+    """
+
+    query: str
+    ids: np.ndarray  # (n,) int64
+    score: np.ndarray  # (n,)
+    vectors: np.ndarray  # (n, d) float32
+    query_vector: np.ndarray  # (d,)
+    raw: RawScores
+    signals: list[dict[str, dict[str, float]]] = field(default_factory=list)
+
+    def top(self, k: int) -> Candidates:
+        """The best ``k``, best first (ties by id)."""
+        order = np.lexsort((self.ids, -self.score))[:k]
+        return Candidates(
+            query=self.query,
+            ids=self.ids[order],
+            score=self.score[order],
+            vectors=self.vectors[order],
+            query_vector=self.query_vector,
+            raw=self.raw.take(order),
+            signals=[self.signals[i] for i in order],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def fuse(raw: RawScores, cfg: RetrievalConfig) -> tuple[np.ndarray, ...]:
@@ -136,13 +115,13 @@ def fuse(raw: RawScores, cfg: RetrievalConfig) -> tuple[np.ndarray, ...]:
     return bm25_norm, dense_norm, fused, prev_f, next_f, hybrid
 
 
-def _ranks(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
+def ranks(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
     """1-based rank among present entries (0 where absent), ties by position."""
-    ranks = np.zeros(len(scores), dtype=np.int64)
+    out = np.zeros(len(scores), dtype=np.int64)
     idx = np.flatnonzero(present)
     order = idx[np.argsort(-scores[idx], kind="stable")]
-    ranks[order] = np.arange(1, len(order) + 1)
-    return ranks
+    out[order] = np.arange(1, len(order) + 1)
+    return out
 
 
 class HybridRetriever:
@@ -203,9 +182,10 @@ class HybridRetriever:
             if missing:
                 neigh.update(self.store.neighbours(missing))
         if not ids_list:
+            empty = np.zeros(0, np.int64)
             return Candidates(
-                np.zeros(0, np.int64), np.zeros(0), np.zeros((0, len(FEATURE_NAMES)), np.float32),
-                np.zeros((0, dim), np.float32), query_vector,
+                query, empty, np.zeros(0), np.zeros((0, dim), np.float32), query_vector,
+                RawScores(np.zeros(0), np.zeros(0, bool), np.zeros(0), empty, empty),
             )
         ids = np.asarray(ids_list, dtype=np.int64)
         pos = {int(i): j for j, i in enumerate(ids)}
@@ -222,16 +202,12 @@ class HybridRetriever:
         prev_pos = np.array([pos.get(neigh.get(int(i), (None, None))[0] or -1, -1) for i in ids])
         next_pos = np.array([pos.get(neigh.get(int(i), (None, None))[1] or -1, -1) for i in ids])
         raw = RawScores(bm25, bm25_present, dense, prev_pos, next_pos)
-        bm25_norm, dense_norm, fused, prev_f, next_f, hybrid = fuse(raw, cfg)
+        _, _, _, prev_f, next_f, hybrid = fuse(raw, cfg)
         max_nb = np.maximum(prev_f, next_f)
 
         score = {"bm25": bm25, "dense": dense, "hybrid": hybrid}[method]
-        rows = {t.id: t for t in self.store.get(ids_list)}
-        features = self._features(
-            query, ids, rows, raw, bm25_norm, bm25_present, dense, dense_norm, fused, prev_f, next_f, max_nb, hybrid
-        )
-        bm25_rank = _ranks(bm25, bm25_present)
-        dense_rank = _ranks(dense, np.ones(n, dtype=bool))
+        bm25_rank = ranks(bm25, bm25_present)
+        dense_rank = ranks(dense, np.ones(n, dtype=bool))
         signals = []
         for j in range(n):
             sig: dict[str, dict[str, float]] = {"dense": {"score": float(dense[j]), "rank": int(dense_rank[j])}}
@@ -242,88 +218,4 @@ class HybridRetriever:
             signals.append(sig)
         for rank, i in enumerate(probe_ids, start=1):
             signals[pos[i]]["focus"] = {"score": float(vectors[pos[i]] @ probe.astype(np.float32)), "rank": rank}  # type: ignore[union-attr]
-        return Candidates(ids, np.asarray(score, dtype=np.float64), features, vectors, query_vector, signals, raw)
-
-    def _features(
-        self,
-        query: str,
-        ids: np.ndarray,
-        rows: dict[int, Any],
-        raw: RawScores,
-        bm25_norm: np.ndarray,
-        bm25_present: np.ndarray,
-        dense: np.ndarray,
-        dense_norm: np.ndarray,
-        fused: np.ndarray,
-        prev_f: np.ndarray,
-        next_f: np.ndarray,
-        max_nb: np.ndarray,
-        hybrid: np.ndarray,
-    ) -> np.ndarray:
-        n = len(ids)
-        terms = set(query_terms(query))
-        sessions: dict[Any, list[int]] = {}
-        for j, i in enumerate(ids):
-            row = rows[int(i)]
-            key = (row.namespace, row.metadata.get("session", (row.timestamp or "")[:10]))
-            sessions.setdefault(key, []).append(j)
-        sess_best = np.zeros(n)
-        sess_mean = np.zeros(n)
-        sess_dense = np.zeros(n)
-        sess_bm25 = np.zeros(n)
-        for members in sessions.values():
-            sess_best[members] = fused[members].max()
-            sess_mean[members] = fused[members].mean()
-            sess_dense[members] = dense[members].max()
-            sess_bm25[members] = bm25_norm[members].max()
-        # Neighbours' own signals (not only their fused score): an answer often sits next to
-        # the turn that names the topic.
-        pad_dense, pad_bm25 = np.append(dense, 0.0), np.append(bm25_norm, 0.0)
-        neigh = np.stack(
-            [pad_dense[raw.prev_pos], pad_dense[raw.next_pos], pad_bm25[raw.prev_pos], pad_bm25[raw.next_pos]], axis=1
-        )  # (n, 4)
-        hyb_rank = _ranks(hybrid, np.ones(n, dtype=bool))
-        dense_rank = _ranks(dense, np.ones(n, dtype=bool))
-        id_rank = _ranks(-ids.astype(np.float64), np.ones(n, dtype=bool))
-        f = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
-        for j, i in enumerate(ids):
-            row = rows[int(i)]
-            words = _terms_of(f"{row.speaker or ''} {row.content}")
-            f[j] = (
-                hybrid[j],
-                fused[j],
-                bm25_norm[j],
-                1.0 / _rank_or_inf(bm25_norm, bm25_present, j),
-                float(bm25_present[j]),
-                dense[j],
-                dense_norm[j],
-                1.0 / dense_rank[j],
-                prev_f[j],
-                next_f[j],
-                max_nb[j],
-                sess_best[j],
-                sess_mean[j],
-                1.0 / hyb_rank[j],
-                hybrid.max() - hybrid[j],
-                float(bool(row.speaker) and row.speaker.lower() in terms),
-                math.log1p(len(row.content)) / 8.0,
-                float(bool(row.metadata.get("image_caption"))),
-                len(terms & words) / max(len(terms), 1),
-                id_rank[j] / n,
-                *neigh[j],
-                sess_dense[j],
-                sess_bm25[j],
-            )
-        return f
-
-
-@functools.lru_cache(maxsize=65536)
-def _terms_of(text: str) -> frozenset[str]:
-    # Candidate texts recur across queries; tokenising each once keeps feature building cheap.
-    return frozenset(query_terms(text))
-
-
-def _rank_or_inf(scores: np.ndarray, present: np.ndarray, j: int) -> float:
-    if not present[j]:
-        return math.inf
-    return 1 + int(((scores > scores[j]) & present).sum())
+        return Candidates(query, ids, np.asarray(score, dtype=np.float64), vectors, query_vector, raw, signals)

@@ -237,6 +237,20 @@ class LongTermStore:
         )
         return [_stored(r) for r in rows]
 
+    def iter_select(self, prefix: ns.Namespace, batch: int = 1000) -> Iterator[list[StoredTurn]]:
+        """Every turn under ``prefix`` in id order, ``batch`` at a time (keyset paging: no OFFSET scans)."""
+        low, high = ns.prefix_range(prefix)
+        last = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT * FROM turns WHERE namespace >= ? AND namespace < ? AND id > ? ORDER BY id LIMIT ?",
+                (low, high, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            yield [_stored(r) for r in rows]
+            last = int(rows[-1]["id"])
+
     def ids_in(self, prefix: ns.Namespace, filters: Filters | None = None) -> np.ndarray:
         """Ids of the turns under ``prefix`` matching ``filters`` (int64, ascending)."""
         low, high = ns.prefix_range(prefix)
@@ -290,6 +304,23 @@ class LongTermStore:
             vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
             yield ids, vecs
             last = int(ids[-1])
+
+    def ids_after(self, namespace: ns.Namespace, last: int) -> list[int]:
+        """Ids of the turns of exactly ``namespace`` after id ``last``, ascending."""
+        rows = self.db.execute(
+            "SELECT id FROM turns WHERE namespace = ? AND id > ? ORDER BY id", (ns.to_key(namespace), last)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def namespace_vectors(self, namespace: ns.Namespace, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of the turns of exactly ``namespace``, in id order; ``(t,)`` and ``(t, dim)``."""
+        rows = self.db.execute(
+            "SELECT id, vector FROM turns WHERE namespace = ? ORDER BY id", (ns.to_key(namespace),)
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, np.zeros((0, dim), np.float32)
+        return ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
 
     def neighbours(self, ids: Sequence[int]) -> dict[int, tuple[int | None, int | None]]:
         """For each id, the previous and next turn ids in the same exact namespace."""

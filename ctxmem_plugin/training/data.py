@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from ctxmem_plugin.encoders import TextEncoder
-from ctxmem_plugin.training.followups import EVAL_TEMPLATES, TRAIN_TEMPLATES
+from ctxmem_plugin.training.followups import TRAIN_TEMPLATES
 from ctxmem_plugin.formats import SourceTurn, detect_format, read_log
 from ctxmem_plugin.retrieval.text import embed_text, query_terms
 from ctxmem_plugin.records import Turn
+from ctxmem_plugin.retrieval.features import candidate_features
 from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
-from ctxmem_plugin.reranker.runtime import focus_probe, turn_features
+from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.slots import focus_trace
 
 FOLLOWUPS_PER_CONVERSATION = 100
@@ -162,10 +163,6 @@ def make_cues(conv: Conversation, rng: random.Random, max_cues: int) -> list[tup
 FollowUp = tuple[list[Turn], str, set[int]]
 """``(context turns, query, positive positions)``: the context opens a new conversation."""
 
-FOLLOWUP_CONTEXTS = ("question", "answered")
-"""What a benchmark follow-up comes after: the question alone, or the question and its answer."""
-
-
 def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[FollowUp]:
     """Self-supervised follow-ups for one conversation: a cue as the one user turn, then a template."""
     out: list[FollowUp] = []
@@ -173,25 +170,6 @@ def make_followups(conv: Conversation, rng: random.Random, count: int) -> list[F
         if len(out) >= count:
             break
         out.append(([Turn(role="user", content=_fragment(turn.speaker_name, words, rng))], rng.choice(TRAIN_TEMPLATES), {i}))
-    return out
-
-
-def eval_followups(conv: Conversation, context: str = "question") -> list[FollowUp]:
-    """Benchmark follow-ups: each question as the user's turn, then an unseen template.
-
-    ``context="answered"`` puts the question's gold answer after it as the assistant's turn, as
-    in an exchange where the user follows up on the assistant's reply.
-    """
-    if context not in FOLLOWUP_CONTEXTS:
-        raise ValueError(f"context must be one of {FOLLOWUP_CONTEXTS}, got {context!r}")
-    if context == "answered" and len(conv.answers) != len(conv.questions):
-        raise ValueError(f"{conv.name}: context='answered' needs an answer for every question")
-    out: list[FollowUp] = []
-    for j, (q, ev) in enumerate(conv.questions):
-        turns = [Turn(role="user", content=q)]
-        if context == "answered":
-            turns.append(Turn(role="assistant", content=conv.answers[j]))
-        out.append((turns, EVAL_TEMPLATES[j % len(EVAL_TEMPLATES)], ev))
     return out
 
 
@@ -215,8 +193,7 @@ def gather(
     followups_per_conversation: int = FOLLOWUPS_PER_CONVERSATION,
     focus_rate: float = 0.5,
     focus_pool: int = 50,
-    benchmark_followups: bool = False,
-    followup_context: str = "question",
+    extra_followups: Callable[[Conversation], Sequence[FollowUp]] | None = None,
     slot_feature_dim: int = 8,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -225,8 +202,9 @@ def gather(
 
     ``focus_rate`` and ``focus_pool`` must be the model's (``TrainConfig``): with a focus,
     each query's candidates include the ``focus_pool`` turns nearest to its focus probe.
-    ``benchmark_followups`` adds a ``followup-eval`` example per question (never trained on),
-    said after ``followup_context`` (:func:`eval_followups`).
+    ``extra_followups`` gives each conversation more follow-ups, gathered as ``followup-eval``
+    examples that training never sees (a benchmark's, e.g.
+    :func:`ctxmem_plugin.evaluation.followups.eval_followups`).
     """
     from ctxmem_plugin.memory import ContextMemory
 
@@ -236,12 +214,13 @@ def gather(
     with tempfile.TemporaryDirectory(prefix="ctxmem-train-") as tmp, ContextMemory(tmp, encoder=encoder, retrieval=retrieval) as mem:
         for ci, conv in enumerate(conversations):
             space = ("train", f"c{ci}")
-            ids = mem._add_groups({space: list(conv.turns)})
+            ids = mem.write([st.entry(space) for st in conv.turns])
             if min(ids, default=0) < 0:
                 # Identical turns at identical positions cannot happen within one conversation.
                 raise AssertionError("duplicate turn in a fresh training memory")
             dim = encoder.dim
-            vectors = mem.store.vectors(ids, dim)  # (t, d)
+            stored = mem.vectors(ids)
+            vectors = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)  # (t, d)
             rows = [st.turn for st in conv.turns]
             feats = turn_features(
                 [t.role for t in rows], [len(t.content) for t in rows], [bool(t.metadata.get("image_caption")) for t in rows],
@@ -254,8 +233,8 @@ def gather(
             queries += [(kind, text, ev, own) for kind, text, ev in make_cues(conv, rng, cues_per_conversation)]
             follow = make_followups(conv, rng, followups_per_conversation) if focus_rate > 0 else []
             kinds = ["followup"] * len(follow)
-            if benchmark_followups and focus_rate > 0:
-                follow += eval_followups(conv, followup_context)
+            if extra_followups is not None and focus_rate > 0:
+                follow += list(extra_followups(conv))
                 kinds += ["followup-eval"] * (len(follow) - len(kinds))
             if follow:
                 # The context turns open a new conversation: the focus is their trace alone, each
@@ -272,7 +251,9 @@ def gather(
                 cands = mem.retriever.candidates(text, qv, space, method="hybrid", pool=pool, probe=probe, probe_pool=focus_pool)
                 cand = np.array([position[int(i)] for i in cands.ids], dtype=np.int64)
                 labels = np.isin(cand, list(positives))
-                examples.append(Example(ci, kind, qv, cands.features, cand, labels, focus.astype(np.float32)))
+                rows = {t.id: t for t in mem.get(cands.ids.tolist())}
+                features = candidate_features(cands, rows, mem.retrieval)
+                examples.append(Example(ci, kind, qv, features, cand, labels, focus.astype(np.float32)))
                 if progress is not None:
                     progress(1)
     return Dataset(tensors, examples, pool, encoder.name, mem.retrieval.to_dict(), focus_rate, focus_pool if focus_rate > 0 else 0)

@@ -5,9 +5,8 @@ on (the focus slot of the slot memory) says what "it" is. Training teaches the m
 queries with self-supervised examples built from any log: a *context* turn mentions a turn of
 the history (some of its content words), then one of :data:`TRAIN_TEMPLATES` must find it.
 
-The benchmark asks with :data:`EVAL_TEMPLATES`, worded differently from the training ones, so a
-model cannot score by having seen the exact phrasing; there the context turn is a LoCoMo
-question and the targets are its evidence turns.
+The benchmark (:mod:`ctxmem_plugin.evaluation.followups`) asks with other wordings, so a model
+cannot score by having seen the exact phrasing.
 """
 
 from __future__ import annotations
@@ -27,13 +26,3 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "go on, what else about it?",
 )
 """Follow-ups the model is trained with."""
-
-EVAL_TEMPLATES: tuple[str, ...] = (
-    "And what did she say about it?",
-    "What else was mentioned about that?",
-    "Can you remind me about it?",
-    "Do you remember the details there?",
-    "How did that go?",
-    "What was said on this?",
-)
-"""Follow-ups the benchmark asks with; none of them is a training template."""

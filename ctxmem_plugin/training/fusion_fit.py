@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ctxmem_plugin.encoders import TextEncoder
-from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
+from ctxmem_plugin.retrieval.features import FEATURE_NAMES
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 from ctxmem_plugin.training.data import Conversation, Dataset, Example, gather
 
 Fusion = tuple[float, float, float, float]

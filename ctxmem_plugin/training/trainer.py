@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ctxmem_plugin.reranker.checkpoint import load_model, read_config, save_model
 from ctxmem_plugin.errors import CheckpointError, InputError
 from ctxmem_plugin.reranker.model import CtxMemModel, Member, ModelConfig
-from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES
+from ctxmem_plugin.retrieval.features import FEATURE_NAMES
 from ctxmem_plugin.reranker.scorer import ScorerConfig, listwise_loss
 from ctxmem_plugin.reranker.runtime import RuntimeSettings
 from ctxmem_plugin.reranker.slots import SlotConfig

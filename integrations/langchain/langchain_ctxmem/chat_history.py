@@ -37,7 +37,7 @@ class CtxMemChatMessageHistory(BaseChatMessageHistory):
 
     def _turns(self) -> list[StoredTurn]:
         # ContextMemory.list reads a prefix; a history is its exact namespace only.
-        return [t for t in self.memory.list(self.namespace) if t.namespace == self.namespace]
+        return [t for t in self.memory.list_turns(self.namespace) if t.namespace == self.namespace]
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]

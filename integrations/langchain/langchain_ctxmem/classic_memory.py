@@ -8,7 +8,6 @@ to the current input, within a token budget.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import ConfigDict, Field, field_validator
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory, format_hit
+from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.retrieval.context import pack_hits
 
 
 class CtxMemMemory(BaseMemory):
@@ -79,13 +79,7 @@ class CtxMemMemory(BaseMemory):
         # This conversation is the focus even when a wider prefix is searched: with a trained
         # model, a follow-up ("what was its name again?") is resolved against its latest turns.
         hits = self.memory.search(query, self.search_namespace or self.namespace, k=self.k, focus=self.namespace)
-        chosen, used = [], 0
-        for hit in hits:
-            cost = math.ceil(len(format_hit(hit)) / 4) + 1
-            if used + cost <= self.max_tokens:
-                chosen.append(hit)
-                used += cost
-        chosen.sort(key=lambda h: h.id)  # ids follow the order things were said
+        chosen = pack_hits(hits, self.max_tokens)
         if self.return_messages:
             messages: list[BaseMessage] = [
                 AIMessage(content=h.text) if h.role == "assistant" else HumanMessage(content=h.text) for h in chosen

@@ -9,7 +9,6 @@ next conversation of the same user (another thread) can recall them, and no othe
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,8 +18,9 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from ctxmem_plugin.memory import ContextMemory, format_hit
+from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import Hit
+from ctxmem_plugin.retrieval.context import render_hits
 from langchain_ctxmem._messages import ROLES, message_text, to_turn
 from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
 from langchain_ctxmem.tools import create_memory_tools
@@ -109,17 +109,7 @@ class CtxMemMiddleware(AgentMiddleware):
 
     def render(self, hits: Sequence[Hit]) -> str:
         """The best hits that fit in ``max_tokens``, oldest first, under :attr:`header` ("" if none)."""
-        chosen: list[Hit] = []
-        used = math.ceil(len(self.header) / 4) + 1
-        for hit in hits:
-            cost = math.ceil(len(format_hit(hit)) / 4) + 1
-            if used + cost <= self.max_tokens:
-                chosen.append(hit)
-                used += cost
-        if not chosen:
-            return ""
-        chosen.sort(key=lambda h: h.id)  # ids follow the order things were said
-        return "\n".join([self.header, *(format_hit(h) for h in chosen)])
+        return render_hits(hits, self.max_tokens, header=self.header)
 
     def with_memories(self, request: ModelRequest) -> ModelRequest:
         """``request`` with the memories for its latest user message added to the system message."""

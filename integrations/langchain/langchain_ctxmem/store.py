@@ -206,7 +206,7 @@ class CtxMemStore(BaseStore):
         prefix = self._core(op.namespace_prefix)
         filters = {"store": MARK, **to_core_filters(op.filter)}
         if not op.query or not op.query.strip():
-            rows = self.memory.list(prefix, filters, limit=op.limit, offset=op.offset, order="-updated_at")
+            rows = self.memory.list_turns(prefix, filters, limit=op.limit, offset=op.offset, order="-updated_at")
             return [self._item(row, None) for row in rows]
         want = op.offset + op.limit
         if want == 0:
@@ -230,8 +230,8 @@ class CtxMemStore(BaseStore):
         """
         out: list[tuple[int, float | None]] = []
         for rows in (
-            self.memory.list(prefix, indexed, limit=need + len(seen), order="-updated_at"),
-            self.memory.list(prefix, {**filters, "indexed": False}, limit=need, order="-updated_at"),
+            self.memory.list_turns(prefix, indexed, limit=need + len(seen), order="-updated_at"),
+            self.memory.list_turns(prefix, {**filters, "indexed": False}, limit=need, order="-updated_at"),
         ):
             out += [(row.id, None) for row in rows if row.id not in seen][: need - len(out)]
         return out

@@ -13,7 +13,8 @@ from typing import Any
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool
 
-from ctxmem_plugin.memory import ContextMemory, format_hit
+from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.retrieval.context import format_hit
 from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
 
 SAVED = "saved"

@@ -193,7 +193,7 @@ class CtxMemVectorStore(VectorStore):
     ) -> list[tuple[Document, float, int]]:
         """``(document, cosine, turn id)`` nearest to ``vector``; ``None``: insertion order, cosine 0."""
         if vector is None:
-            return [(_document(t), 0.0, t.id) for t in self.memory.list(self.namespace, filters, limit=k)]
+            return [(_document(t), 0.0, t.id) for t in self.memory.list_turns(self.namespace, filters, limit=k)]
         ids, scores, _ = dense_search(self.memory, vector, self.namespace, k, filters)
         turns = {t.id: t for t in self.memory.get(ids.tolist())}
         return [

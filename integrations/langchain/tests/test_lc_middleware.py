@@ -137,7 +137,7 @@ def test_exchange_written_once_per_thread_and_current_thread_not_injected(
     _ask(agent, "And my favourite colour of car is teal too.", "alice", "t1")
     # The checkpointer already shows this thread to the model: no memory block is added.
     assert model.last_system() == "You are helpful."
-    turns = memory.list(("users", "alice", "t1"))
+    turns = memory.list_turns(("users", "alice", "t1"))
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
     assert all(t.metadata["thread_id"] == "t1" for t in turns)
 
@@ -178,7 +178,7 @@ def test_memory_tools_are_scoped_to_the_user(
     ]
     agent = _agent(model, memory, tools=True)
     _ask(agent, "Remember that I am allergic to peanuts.", "alice", "t1")
-    assert [t.content for t in memory.list(("users", "alice", "saved"))] == ["Alice is allergic to peanuts."]
+    assert [t.content for t in memory.list_turns(("users", "alice", "saved"))] == ["Alice is allergic to peanuts."]
     out = _ask(agent, "Am I allergic to anything?", "alice", "t2")
     assert "allergic to peanuts" in out["messages"][-2].content  # the tool result
     out = _ask(agent, "Am I allergic to anything?", "bob", "t3")
