@@ -9,7 +9,7 @@ conversation the model was trained on.
 
 Each held-out question is also asked as a **follow-up**: the question is said as the only turn
 of a new conversation (the focus), then a query that names nothing is asked, worded as none of
-the training follow-ups (``followups.EVAL_TEMPLATES``: "And what did she say about it?", ...).
+the training follow-ups (``evaluation.followups.EVAL_TEMPLATES``: "And what did she say about it?", ...).
 Its evidence is the question's. ``--followup-context answered`` puts the question's gold answer
 after it as the assistant's turn, so the follow-up comes after an answered question.
 
@@ -51,7 +51,7 @@ trained model's score, the seeds' mean) to ``DIR/HELD.npz``, to study the rankin
 without training again.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
-        [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3] [--evidence-neighbours negatives|ignored]
+        [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3]
         [--followup-context question|answered]
         [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
                         [--fold-cache DIR] [--fit-fusion]]
@@ -69,14 +69,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
-from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, evidence_pairs, tune_encoder
+from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder
+from ctxmem_plugin.evaluation.followups import FOLLOWUP_CONTEXTS, eval_followups
+from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig
+from ctxmem_plugin.training.pipeline import PipelineOptions, training_encoder
+from ctxmem_plugin.encoders.tuned import ENCODER_DIR
 from ctxmem_plugin.training.fusion_fit import fit_fusion
-from ctxmem_plugin.retrieval.hybrid import FEATURE_NAMES, RetrievalConfig
-from ctxmem_plugin.reranker.slots import WRITE_RULES
+from ctxmem_plugin.retrieval.features import FEATURE_NAMES
+from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 from ctxmem_plugin.training.trainer import TrainConfig, score_examples, train
 from ctxmem_plugin.training.data import (
-    FOLLOWUP_CONTEXTS,
     FOLLOWUPS_PER_CONVERSATION,
     Dataset,
     gather,
@@ -131,13 +133,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--cue-weight", type=float, default=TrainConfig.cue_weight,
                         help="weight of the self-supervised examples' loss where a batch holds questions")
-    parser.add_argument("--evidence-neighbours", choices=("negatives", "ignored"),
-                        default="ignored" if TrainConfig.ignore_evidence_neighbours else "negatives",
-                        help="the turns next to a question's evidence: negatives in its training list, or left out")
     parser.add_argument("--members", type=int, default=TrainConfig.members,
                         help="members per model (seeds SEED..SEED+N-1, scores averaged), as train --members")
     parser.add_argument("--slot-refresh", type=int, default=TrainConfig.slot_refresh)
-    parser.add_argument("--slot-write-rule", choices=WRITE_RULES, default=TrainConfig.slot_write_rule)
     parser.add_argument("--only", default="ctxmem,no-slots", help="which trained models to run")
     parser.add_argument("--followups", type=int, default=FOLLOWUPS_PER_CONVERSATION, help="self-supervised follow-ups per conversation")
     parser.add_argument("--focus-rate", type=float, default=TrainConfig.focus_rate)
@@ -152,8 +150,6 @@ def main() -> None:
                         help="hard negatives drawn from each question's top-N non-evidence turns (0: none)")
     parser.add_argument("--encoder-hard-negatives", type=int, default=EncoderTuneConfig.hard_negatives,
                         help="hard negatives each question brings to encoder tuning")
-    parser.add_argument("--encoder-mixed-batches", action="store_true",
-                        help="draw tuning batches across conversations instead of from one conversation")
     parser.add_argument("--fold-cache", default=None,
                         help="with --tune-encoder: reuse/store each fold's gathered candidates in this directory")
     parser.add_argument("--fit-fusion", action="store_true",
@@ -181,7 +177,7 @@ def main() -> None:
         # Everything a fold's gathered data depends on; a scorer setting is not among them.
         # ``encoder_only``: what its tuned encoder depends on, which names the encoder's directory.
         depends: dict[str, object] = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
-                   "encoder_negatives": args.encoder_negatives, "encoder_mixed_batches": args.encoder_mixed_batches,
+                   "encoder_negatives": args.encoder_negatives,
                    "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
                    "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
         if args.encoder_hard_negatives != 1:  # added later: caches made before it keep their keys
@@ -200,8 +196,8 @@ def main() -> None:
     def collect(encoder: SentenceEncoder, retrieval: RetrievalConfig | None = None) -> Dataset:
         return gather(
             convs, encoder, retrieval=retrieval, cues_per_conversation=args.cues, followups_per_conversation=args.followups,
-            focus_rate=args.focus_rate, focus_pool=args.focus_pool, benchmark_followups=True,
-            followup_context=args.followup_context,
+            focus_rate=args.focus_rate, focus_pool=args.focus_pool,
+            extra_followups=lambda conv: eval_followups(conv, args.followup_context),
         )
 
     def save_fold(data: Dataset, path: Path, log: dict[str, object]) -> None:
@@ -214,19 +210,18 @@ def main() -> None:
         partial.replace(path)
 
     def tune_fold_encoder(held: str, directory: Path) -> tuple[SentenceEncoder, dict[str, object]]:
-        """The fold's encoder, tuned on its training conversations alone, saved in ``directory``."""
+        """The fold's encoder, tuned as train tunes it on its training conversations alone, kept in ``directory``."""
         tune_cfg = EncoderTuneConfig(epochs=args.encoder_epochs, lr=args.encoder_lr, seed=args.seed,
-                                     hard_negative_pool=args.encoder_negatives, hard_negatives=args.encoder_hard_negatives,
-                                     by_conversation=not args.encoder_mixed_batches)
+                                     hard_negative_pool=args.encoder_negatives, hard_negatives=args.encoder_hard_negatives)
+        options = PipelineOptions(device=args.device, tune_encoder=True, encoder_tuning=tune_cfg)
         t0 = time.perf_counter()
-        pairs = evidence_pairs([c for c in convs if c.name != held], miner=SentenceEncoder(device=args.device),
-                               pool=tune_cfg.hard_negative_pool, seed=tune_cfg.seed, per_question=tune_cfg.hard_negatives)
-        mine_s = time.perf_counter() - t0
-        report = tune_encoder(pairs, directory, base=default_model_path(), base_name=DEFAULT_MODEL, cfg=tune_cfg, device=args.device)
-        log = {"pairs": report.pairs, "hard_negatives": report.negatives, "losses": list(report.losses),
-               "mine_seconds": mine_s, "tune_seconds": report.seconds, "name": report.name}
-        print(f"{held} encoder: {report.pairs} pairs, loss {report.losses[-1]:.3f}, tuned in {report.seconds:.0f}s", flush=True)
-        return SentenceEncoder(directory, device=args.device, name=report.name), log
+        encoder, _, tuned = training_encoder([c for c in convs if c.name != held], directory, options, args.device)
+        entry = tuned["encoder_tuning"]
+        log = {"pairs": entry["pairs"], "hard_negatives": entry["hard_negatives"], "losses": entry["losses"],
+               "tune_seconds": entry["seconds"], "seconds": time.perf_counter() - t0, "name": entry["name"]}
+        print(f"{held} encoder: {entry['pairs']} pairs, loss {entry['losses'][-1]:.3f}, tuned in {entry['seconds']:.0f}s", flush=True)
+        assert isinstance(encoder, SentenceEncoder)
+        return encoder, log
 
     def fold_encoder(held: str, tmp: Path) -> tuple[SentenceEncoder, dict[str, object]]:
         """The fold's tuned encoder: from the fold cache when it holds it, else tuned (and kept there)."""
@@ -234,13 +229,14 @@ def main() -> None:
             # Named by what the encoder depends on alone: data gathered with other features reuses it.
             base = fold_cache_path(held, encoder_only=True)
             directory, meta = base.with_suffix(".encoder"), base.with_suffix(".json")
-            if directory.is_dir() and meta.is_file() and "name" in json.loads(meta.read_text()):
-                return SentenceEncoder(directory, device=args.device, name=json.loads(meta.read_text())["name"]), {"cached": True}
+            if (directory / ENCODER_DIR).is_dir() and meta.is_file() and "name" in json.loads(meta.read_text()):
+                name = json.loads(meta.read_text())["name"]
+                return SentenceEncoder(directory / ENCODER_DIR, device=args.device, name=name), {"cached": True}
             encoder, log = tune_fold_encoder(held, directory)
             # Its tuning log, with its name, beside it (merged into the log of data gathered before).
             meta.write_text(json.dumps({**(json.loads(meta.read_text()) if meta.is_file() else {}), **log}))
             return encoder, log
-        return tune_fold_encoder(held, tmp / "encoder")
+        return tune_fold_encoder(held, tmp)
 
     def untrained(data: Dataset, held: str) -> dict[str, dict[str, object]]:
         """Pool recall, ``hybrid`` and ``dense`` recall of the held-out questions and follow-ups."""
@@ -352,9 +348,8 @@ def main() -> None:
             for scorer_seed in scorer_seeds:
                 cfg = replace(TrainConfig(), epochs=args.epochs, seed=scorer_seed, use_slots=use_slots, lr=args.lr,
                               batch_size=args.batch_size, cue_weight=args.cue_weight,
-                              slot_refresh=args.slot_refresh, slot_write_rule=args.slot_write_rule,
-                              focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members,
-                              ignore_evidence_neighbours=args.evidence_neighbours == "ignored")
+                              slot_refresh=args.slot_refresh,
+                              focus_rate=args.focus_rate, focus_pool=args.focus_pool, members=args.members)
                 t0 = time.perf_counter()
                 model, log = train(train_data, cfg, device=args.device)
                 secs += time.perf_counter() - t0

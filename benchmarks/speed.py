@@ -45,7 +45,7 @@ def time_ingest(mem: ContextMemory, convs: list) -> tuple[int, float]:
     """``(turns, seconds)`` to ingest every conversation into its own namespace."""
     t0 = time.perf_counter()
     for c in convs:
-        mem._add_groups({("bench", c.sample_id): list(c.turns)})
+        mem.write([st.entry(("bench", c.sample_id)) for st in c.turns])
     return sum(len(c.turns) for c in convs), time.perf_counter() - t0
 
 
@@ -124,7 +124,6 @@ def time_slots(args: argparse.Namespace, results: dict[str, object]) -> None:
     raw_bytes = 600 * cfg.dim * 4
     results["compression_600_turns"] = {"slot_state_bytes": slot_bytes, "history_embedding_bytes": raw_bytes, "ratio": raw_bytes / slot_bytes}
     print(f"slot state {slot_bytes} B vs 600 turn embeddings {raw_bytes} B: {raw_bytes / slot_bytes:.1f}x smaller")
-    results["slot_write_rule"] = cfg.write_rule
     results["members"] = model.config.members
 
 

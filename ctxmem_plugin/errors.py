@@ -61,3 +61,10 @@ class CheckpointError(CtxMemError):
 
 class DependencyError(CtxMemError):
     """An optional dependency (faiss, sentence-transformers) is not installed."""
+
+
+class ConfigError(InputError, ValueError):
+    """Settings that are out of range, of the wrong type, unknown, or inconsistent with each other.
+
+    A :class:`ValueError` too, as bad arguments to a constructor are in Python.
+    """

@@ -19,7 +19,7 @@ from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 
 CONFIG = ModelConfig(
-    slots=SlotConfig(dim=16, num_slots=4, heads=2, feature_dim=3),
+    slots=SlotConfig(dim=16, num_slots=4, feature_dim=3),
     scorer=ScorerConfig(num_features=4, base_score_index=1, dim=16, hidden=8, bilinear_rank=4),
     encoder="sentence-transformers/all-MiniLM-L6-v2",
     feature_names=("fused", "bm25", "dense", "neighbour"),
@@ -135,7 +135,7 @@ def test_unknown_and_missing_config_fields_are_each_listed(saved: Path) -> None:
     def edit(doc: dict[str, Any]) -> None:
         doc["surprise"] = 1
         doc["model"]["slots"]["bogus_width"] = 3
-        del doc["model"]["slots"]["heads"]
+        del doc["model"]["slots"]["num_slots"]
         del doc["model"]["scorer"]["use_slots"]
         del doc["model"]["encoder"]
 
@@ -144,7 +144,7 @@ def test_unknown_and_missing_config_fields_are_each_listed(saved: Path) -> None:
     for expected in (
         "unknown key 'surprise'",
         "unknown config field model.slots.bogus_width",
-        "missing config field model.slots.heads",
+        "missing config field model.slots.num_slots",
         "missing config field model.scorer.use_slots",
         "missing required config field model.encoder",
     ):
@@ -153,8 +153,8 @@ def test_unknown_and_missing_config_fields_are_each_listed(saved: Path) -> None:
 
 
 def test_invalid_config_values_and_newer_version(saved: Path) -> None:
-    _edit_config(saved, lambda doc: doc["model"]["slots"].update(heads=5))
-    assert "divisible" in _problems(saved)
+    _edit_config(saved, lambda doc: doc["model"]["slots"].update(num_slots=10**9))
+    assert "SlotConfig.num_slots must be in [1, 1024], got 1000000000" in _problems(saved)
     _edit_config(saved, lambda doc: doc["model"].update(version=99))
     assert "newer than this code supports" in _problems(saved)
 
@@ -177,7 +177,7 @@ def test_weights_from_another_config_are_rejected(saved: Path) -> None:
     # A save interrupted between the two replacements: new weights, old config.
     bigger = CtxMemModel(
         ModelConfig(
-            SlotConfig(dim=16, num_slots=8, heads=2, feature_dim=3),
+            SlotConfig(dim=16, num_slots=8, feature_dim=3),
             CONFIG.scorer,
             CONFIG.encoder,
             CONFIG.feature_names,

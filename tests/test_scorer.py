@@ -29,12 +29,11 @@ def _one_thread() -> Iterator[None]:
 
 def _model(
     use_slots: bool = True, base_score_index: int = 2, feature_dim: int = 0, dim: int = D, focus: bool = False,
-    slot_gate: bool = False,
 ) -> CtxMemModel:
     torch.manual_seed(0)
     return CtxMemModel(
         ModelConfig(
-            slots=SlotConfig(dim=dim, num_slots=4, heads=2, feature_dim=feature_dim, focus_rate=0.5 if focus else 0.0),
+            slots=SlotConfig(dim=dim, num_slots=4, feature_dim=feature_dim, focus_rate=0.5 if focus else 0.0),
             scorer=ScorerConfig(
                 num_features=NF,
                 base_score_index=base_score_index,
@@ -43,7 +42,6 @@ def _model(
                 bilinear_rank=4,
                 use_slots=use_slots,
                 focus=focus,
-                slot_gate=slot_gate,
             ),
             encoder="test-encoder",
             feature_names=tuple(f"f{i}" for i in range(NF)),
@@ -151,43 +149,17 @@ def test_untrained_model_with_focus_returns_base_column() -> None:
     assert torch.equal(scores[m], batch["features"][..., 2][m])
 
 
-def test_slot_gate_starts_as_identity_and_can_shut_the_slots_out() -> None:
-    model = _model(focus=True, slot_gate=True)
-    batch = _batch()
-    m = batch["cand_mask"]
-    assert torch.equal(_score(model, batch)[m], batch["features"][..., 2][m])
+def _perturbed_focused() -> CtxMemModel:
+    model = _model(focus=True)
     _perturb(model)
     with torch.no_grad():
-        torch.nn.init.normal_(model.scorer.slot_mlp[-1].weight, std=0.3)
-    other = dict(batch, turns=torch.randn_like(batch["turns"]))
-    assert not torch.allclose(_score(model, batch)[m], _score(model, other)[m])
-    # A closed gate leaves the upstream-feature head alone: the slots no longer matter.
-    with torch.no_grad():
-        model.scorer.slot_gate.bias.fill_(-60.0)
-    torch.testing.assert_close(_score(model, batch)[m], _score(model, other)[m])
-
-
-def _perturbed_gated() -> CtxMemModel:
-    model = _model(focus=True, slot_gate=True)
-    _perturb(model)
-    with torch.no_grad():
-        torch.nn.init.normal_(model.scorer.slot_mlp[-1].weight, std=0.3)
+        torch.nn.init.normal_(model.scorer.mlp[-1].weight, std=0.3)
     return model
-
-
-def test_gradients_reach_both_heads_and_the_gate() -> None:
-    model = _perturbed_gated()
-    batch = _batch()
-    scores = _score(model, batch)
-    scores[batch["cand_mask"]].sum().backward()
-    for name in ("mlp.0.weight", "slot_mlp.0.weight", "slot_gate.weight", "slot_gate.bias"):
-        grad = dict(model.scorer.named_parameters())[name].grad
-        assert grad is not None and grad.abs().sum() > 0, name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_model_scores_agree_on_cpu_and_cuda() -> None:
-    model = _perturbed_gated()
+    model = _perturbed_focused()
     batch = _batch()
     cpu = _score(model, batch)
     gpu = _score(model.to("cuda"), {k: v.cuda() for k, v in batch.items()})

@@ -184,6 +184,7 @@ def _read_config(
         problems.append(f"{CONFIG_NAME}: missing or non-object key 'model'")
         return None, extra, sha
 
+    model = _without_retired(model, problems)
     _check_fields(model, ModelConfig, "model", problems)
     for section, cls in (("slots", SlotConfig), ("scorer", ScorerConfig)):
         if isinstance(model.get(section), dict):
@@ -204,6 +205,29 @@ def _read_config(
         problems.append(f"{CONFIG_NAME}: invalid config: {exc}")
         return None, extra, sha
     return config, extra, sha
+
+
+_RETIRED: dict[tuple[str, str], tuple[object, ...]] = {
+    ("slots", "write_rule"): ("route",),
+    ("slots", "heads"): (),  # used by the retired write rules only: any value
+    ("scorer", "slot_gate"): (False,),
+}
+"""Fields of configs saved by earlier versions, for settings no longer offered, with the values
+that mean what this version does (empty: any); a model saved with another value is refused."""
+
+
+def _without_retired(model: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``model`` without the retired fields, each checked to mean what this version does."""
+    out = dict(model)
+    for (section, key), accepted in _RETIRED.items():
+        part = out.get(section)
+        if isinstance(part, dict) and key in part:
+            part = dict(part)
+            value = part.pop(key)
+            if accepted and value not in accepted:
+                problems.append(f"{CONFIG_NAME}: model.{section}.{key} = {value!r} is no longer supported; train a new model")
+            out[section] = part
+    return out
 
 
 def _check_fields(data: dict[str, Any], cls: type, where: str, problems: list[str]) -> None:

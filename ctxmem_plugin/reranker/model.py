@@ -4,18 +4,19 @@
 :class:`CtxMemModel` is rebuilt from it before the weights are loaded. A model holds
 ``config.members`` members (:class:`Member`: a slot memory and a scorer each), trained alike
 from different seeds; it scores with the mean of their scores, which held out ranks a little
-better than its members do alone (docs/training.md, Members).
+better than its members do alone (docs/experiments/, members).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ctxmem_plugin.config import Config, bounded
+from ctxmem_plugin.errors import ConfigError
 from ctxmem_plugin.reranker.scorer import CtxMemScorer, ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig, SlotMemory
 from ctxmem_plugin.encoders.tuned import ENCODER_DIR
@@ -25,7 +26,7 @@ MODEL_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Everything needed to rebuild a :class:`CtxMemModel` and to use it correctly.
 
     Args:
@@ -36,7 +37,8 @@ class ModelConfig:
             (``len == scorer.num_features``).
         version: format version of the saved model.
         encoder_dir: ``"encoder"`` when the model directory carries its own (fine-tuned) encoder
-            there, named ``encoder``; ``None`` when the encoder lives elsewhere.
+            there, named ``encoder``; ``None`` when the encoder lives elsewhere. A fixed name,
+            not a path: a config file must not point the loader anywhere else.
         members: how many members (slot memory + scorer, same configs, own weights) the
             model averages. A config saved before members existed has one.
     """
@@ -45,62 +47,22 @@ class ModelConfig:
     scorer: ScorerConfig
     encoder: str
     feature_names: tuple[str, ...]
-    version: int = MODEL_VERSION
-    encoder_dir: str | None = None
-    members: int = 1
+    version: int = bounded(MODEL_VERSION, low=1, high=MODEL_VERSION)
+    encoder_dir: str | None = bounded(None, choices=(None, ENCODER_DIR))
+    members: int = bounded(1, low=1, high=64)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.slots, SlotConfig) or not isinstance(self.scorer, ScorerConfig):
-            raise ValueError("slots and scorer must be SlotConfig and ScorerConfig")
-        if not isinstance(self.encoder, str) or not self.encoder:
-            raise ValueError(f"encoder must be a non-empty string, got {self.encoder!r}")
-        # A fixed name, not a path: a config file must not point the loader anywhere else.
-        if self.encoder_dir not in (None, ENCODER_DIR):
-            raise ValueError(f"encoder_dir must be {ENCODER_DIR!r} or null, got {self.encoder_dir!r}")
+    def check(self) -> None:
+        if not self.encoder:
+            raise ConfigError("encoder must be a non-empty string")
         names = self.feature_names
-        if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"feature_names must be a tuple of strings, got {names!r}")
         if len(names) != self.scorer.num_features:
-            raise ValueError(
-                f"{len(names)} feature_names but scorer.num_features is {self.scorer.num_features}"
-            )
+            raise ConfigError(f"{len(names)} feature_names but scorer.num_features is {self.scorer.num_features}")
         if len(set(names)) != len(names):
-            raise ValueError(f"feature_names must be distinct, got {names!r}")
+            raise ConfigError(f"feature_names must be distinct, got {list(names)!r}")
         if self.scorer.dim != self.slots.dim:
-            raise ValueError(f"scorer.dim ({self.scorer.dim}) != slots.dim ({self.slots.dim})")
+            raise ConfigError(f"scorer.dim ({self.scorer.dim}) != slots.dim ({self.slots.dim})")
         if self.scorer.focus and not self.slots.has_focus:
-            raise ValueError("scorer.focus needs slots.focus_rate > 0 (a focus slot)")
-        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ValueError(f"version must be an int >= 1, got {self.version!r}")
-        if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 1:
-            raise ValueError(f"members must be an int >= 1, got {self.members!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict."""
-        return {
-            "slots": self.slots.to_dict(),
-            "scorer": self.scorer.to_dict(),
-            "encoder": self.encoder,
-            "feature_names": list(self.feature_names),
-            "version": self.version,
-            "encoder_dir": self.encoder_dir,
-            "members": self.members,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in data]
-        if missing:
-            raise ValueError(f"missing ModelConfig field(s): {', '.join(missing)}")
-        args = dict(data)
-        args["slots"] = SlotConfig.from_dict(args["slots"])
-        args["scorer"] = ScorerConfig.from_dict(args["scorer"])
-        args["feature_names"] = tuple(args["feature_names"])
-        return cls(**args)
+            raise ConfigError("scorer.focus needs slots.focus_rate > 0 (a focus slot)")
 
 
 class Member(nn.Module):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.encoders.tuned import bundled_encoder
 from ctxmem_plugin.errors import CheckpointError
@@ -32,30 +33,32 @@ from ctxmem_plugin.retrieval.hybrid import Candidates, RetrievalConfig
 from ctxmem_plugin.storage.sqlite import LongTermStore
 
 @dataclass(frozen=True)
-class RuntimeSettings:
+class RuntimeSettings(Config):
     """How the model is used; saved under ``extra["runtime"]`` in the model's config.json.
 
-    ``focus_pool``: how many turns nearest to :func:`focus_probe` join a query's candidates
-    (0: none; the candidates are then exactly the hybrid pipeline's).
+    Attributes:
+        pool: candidates taken from each of BM25 and dense search for the model to re-rank.
+        write_chunk: turns folded into the slots per write (as in training).
+        retrieval: the retrieval settings the model's features were computed with
+            (:class:`RetrievalConfig` fields); None: the defaults.
+        focus_pool: how many turns nearest to :func:`focus_probe` join a query's candidates
+            (0: none; the candidates are then exactly the hybrid pipeline's).
     """
 
-    pool: int = 200
-    write_chunk: int = 8
+    pool: int = bounded(200, low=1, high=100_000)
+    write_chunk: int = bounded(8, low=1, high=4096)
     retrieval: dict[str, Any] | None = None
-    focus_pool: int = 0
+    focus_pool: int = bounded(0, low=0, high=100_000)
+
+    def check(self) -> None:
+        if self.retrieval is not None:
+            RetrievalConfig.from_dict(self.retrieval)  # unknown keys and bad values fail here, on load
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> RuntimeSettings:
-        data = dict(extra.get("runtime") or {})
-        return cls(
-            pool=int(data.get("pool", cls.pool)),
-            write_chunk=int(data.get("write_chunk", cls.write_chunk)),
-            retrieval=data.get("retrieval"),
-            focus_pool=int(data.get("focus_pool", cls.focus_pool)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool, "write_chunk": self.write_chunk, "retrieval": self.retrieval, "focus_pool": self.focus_pool}
+        """The settings in a model's ``extra`` (defaults for what a model saved before them lacks)."""
+        data = extra.get("runtime")
+        return cls() if data is None else cls.from_dict(data)
 
 
 def write_chunks(model: CtxMemModel, slots: torch.Tensor, vectors: torch.Tensor, feats: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -109,7 +112,7 @@ class Reranker:
 
     def retrieval_config(self, base: RetrievalConfig) -> RetrievalConfig:
         """The retrieval settings the model was trained with (its features depend on them)."""
-        return replace(base, **self.settings.retrieval) if self.settings.retrieval else base
+        return RetrievalConfig.from_dict({**base.to_dict(), **self.settings.retrieval}) if self.settings.retrieval else base
 
     @property
     def bundles_encoder(self) -> bool:

@@ -10,12 +10,14 @@ untrained scorer returns the upstream score and changes no ranking.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ctxmem_plugin.config import Config, bounded
+from ctxmem_plugin.errors import ConfigError
 
 SLOT_FEATURE_NAMES: tuple[str, ...] = (
     "cos_query",  # cos(contextualised query, candidate)
@@ -35,7 +37,7 @@ FOCUS_FEATURE_NAMES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class ScorerConfig:
+class ScorerConfig(Config):
     """Hyper-parameters of :class:`CtxMemScorer`; saved next to the weights.
 
     Args:
@@ -49,56 +51,23 @@ class ScorerConfig:
         use_slots: False is the ablation: the same scorer on the upstream features alone.
         overlap_temperature: temperature of the candidate's softmax over slots (``slot_overlap``).
         focus: also use :data:`FOCUS_FEATURE_NAMES` (needs a slot memory with a focus slot).
-        slot_gate: split the residual into two MLPs, one on the upstream features alone and
-            one on everything, the second weighted by a gate learned from the query:
-            ``mlp(features) + sigmoid(w . query + b) * slot_mlp(features ++ slot features)``.
-            The slot features then count only for the queries that need them (a follow-up
-            that names nothing), instead of adding noise to every ranking.
     """
 
-    num_features: int = 8
-    base_score_index: int = 0
-    dim: int = 384
-    hidden: int = 64
-    depth: int = 2
-    bilinear_rank: int = 32
+    num_features: int = bounded(8, low=1, high=1024)
+    base_score_index: int = bounded(0, low=0, high=1023)
+    dim: int = bounded(384, low=1, high=8192)
+    hidden: int = bounded(64, low=1, high=4096)
+    depth: int = bounded(2, low=1, high=16)
+    bilinear_rank: int = bounded(32, low=1, high=1024)
     use_slots: bool = True
-    overlap_temperature: float = 0.1
+    overlap_temperature: float = bounded(0.1, low=1e-6, high=1000)
     focus: bool = False
-    slot_gate: bool = False
 
-    def __post_init__(self) -> None:
-        for name in ("num_features", "dim", "hidden", "depth", "bilinear_rank"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        idx = self.base_score_index
-        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < self.num_features:
-            raise ValueError(
-                f"base_score_index must be an int in [0, {self.num_features}), got {idx!r}"
-            )
-        for name in ("use_slots", "focus", "slot_gate"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+    def check(self) -> None:
+        if self.base_score_index >= self.num_features:
+            raise ConfigError(f"base_score_index must be in [0, {self.num_features}), got {self.base_score_index}")
         if self.focus and not self.use_slots:
-            raise ValueError("focus=True needs use_slots=True (the focus is a slot)")
-        if self.slot_gate and not self.use_slots:
-            raise ValueError("slot_gate=True needs use_slots=True")
-        temp = self.overlap_temperature
-        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or temp <= 0:
-            raise ValueError(f"overlap_temperature must be a positive number, got {temp!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScorerConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ScorerConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+            raise ConfigError("focus=True needs use_slots=True (the focus is a slot)")
 
 
 def _symlog(x: Tensor) -> Tensor:
@@ -146,14 +115,8 @@ class CtxMemScorer(nn.Module):
             self.bil_query = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
             self.bil_cand = nn.Parameter(torch.randn(r, config.dim) / math.sqrt(config.dim))
 
-        gated = config.use_slots and config.slot_gate
-        # Zero output layers: the residual adds nothing until trained, so no ranking changes at init.
-        self.mlp = _zero_out_mlp(2 * config.num_features if gated else in_dim, config.hidden, config.depth)
-        if gated:
-            self.slot_mlp = _zero_out_mlp(in_dim, config.hidden, config.depth)
-            self.slot_gate = nn.Linear(config.dim, 1)
-            nn.init.zeros_(self.slot_gate.weight)
-            nn.init.zeros_(self.slot_gate.bias)
+        # Zero output layer: the residual adds nothing until trained, so no ranking changes at init.
+        self.mlp = _zero_out_mlp(in_dim, config.hidden, config.depth)
         # A learnable temperature on the base score lets the listwise loss sharpen or flatten it;
         # exp(0) == 1 exactly, so the untrained output is still the base column bit for bit.
         self.log_base_scale = nn.Parameter(torch.zeros(()))
@@ -245,13 +208,7 @@ class CtxMemScorer(nn.Module):
         raw = torch.cat(parts, dim=-1)  # (b, n, k)
         x = torch.cat([_symlog(raw), _list_standardise(raw, mask)], dim=-1)  # (b, n, 2k)
 
-        if self.config.use_slots and self.config.slot_gate:
-            assert query is not None  # checked above
-            x_base = torch.cat([_symlog(feats), _list_standardise(feats, mask)], dim=-1)  # (b, n, 2F)
-            gate = torch.sigmoid(self.slot_gate(query))  # (b, 1)
-            residual = self.mlp(x_base).squeeze(-1) + gate * self.slot_mlp(x).squeeze(-1)  # (b, n)
-        else:
-            residual = self.mlp(x).squeeze(-1)  # (b, n)
+        residual = self.mlp(x).squeeze(-1)  # (b, n)
         score = base * self.log_base_scale.exp() + residual  # (b, n)
         return score.masked_fill(~mask, float("-inf"))
 

@@ -8,25 +8,28 @@ costs the same whatever the length of the history: only the ``(m, d)`` slots are
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-WRITE_RULES: tuple[str, ...] = ("route", "attend", "compete")
-"""The write rules of :class:`SlotMemory`; see :class:`SlotConfig`."""
-
+from ctxmem_plugin.config import Config, bounded
+from ctxmem_plugin.errors import ConfigError
 
 @dataclass(frozen=True)
-class SlotConfig:
+class SlotConfig(Config):
     """Hyper-parameters of :class:`SlotMemory`; saved next to the weights.
+
+    A chunk of turns reaches the slots by *routing*: each turn goes to the slots it resembles
+    (cosine, softmax over the slots, with a penalty on slots that already hold much), and a slot
+    accumulates what it wins: ``slot <- decay * slot + gate * won * content``. The slot's norm is
+    its accumulated mass, so a slot that wins nothing keeps its content and a topic from turn 50
+    is still there at turn 5,000.
 
     Args:
         dim: width of the turn embeddings and of each slot (384 for all-MiniLM-L6-v2).
         num_slots: number of memory slots M.
-        heads: attention heads of the write step; must divide ``dim``.
         feature_dim: extra per-turn features (speaker, time, position); 0 for none.
         ffn_mult: width multiplier of the feed-forward refinement of the candidate update.
         init_std: standard deviation of the learned initial slots.
@@ -35,69 +38,24 @@ class SlotConfig:
             turns, ``focus <- (1 - rate) * focus + rate * turn`` for each turn written, with no
             learned parameter. It is what a follow-up ("and what did she say about it?") refers
             to; 0 (the default of an untrained config) means no focus slot.
-        write_rule: how a chunk of turns reaches the slots.
-
-            - ``"route"`` (default): each turn is routed to the slots it resembles (cosine,
-              softmax over the slots, with a penalty on slots that already hold much), and a
-              slot *accumulates* what it wins: ``slot <- decay * slot + gate * won * content``.
-              The slot's norm is its accumulated mass, so a slot that wins nothing keeps its
-              content and a topic from turn 50 is still there at turn 5,000.
-            - ``"attend"``: every slot reads its own softmax over the chunk's turns and a gate
-              mixes that into the slot. Measured on LoCoMo, the slots collapse onto one vector
-              and forget all but the last few chunks (kept for comparison).
-            - ``"compete"``: Slot-Attention normalisation (each turn shared out among the
-              slots, then each slot averages what it won), same gate as ``"attend"``.
     """
 
-    dim: int = 384
-    num_slots: int = 16
-    heads: int = 4
-    feature_dim: int = 8
-    ffn_mult: int = 2
-    init_std: float = 0.02
-    gate_bias: float = 0.0
-    write_rule: str = "route"
-    focus_rate: float = 0.0
+    dim: int = bounded(384, low=1, high=8192)
+    num_slots: int = bounded(16, low=1, high=1024)
+    feature_dim: int = bounded(8, low=0, high=64)
+    ffn_mult: int = bounded(2, low=1, high=16)
+    init_std: float = bounded(0.02, low=0, high=10)
+    gate_bias: float = bounded(0.0, low=-100, high=100)
+    focus_rate: float = bounded(0.0, low=0, high=1)
 
-    def __post_init__(self) -> None:
-        for name in ("dim", "num_slots", "heads", "ffn_mult"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("feature_dim", self.feature_dim, minimum=0)
-        for name in ("init_std", "gate_bias"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if self.write_rule not in WRITE_RULES:
-            raise ValueError(f"write_rule must be one of {', '.join(WRITE_RULES)}, got {self.write_rule!r}")
-        rate = self.focus_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"focus_rate must be a number in [0, 1], got {rate!r}")
-        if rate > 0 and self.num_slots < 2:
-            raise ValueError("a focus slot needs num_slots >= 2 (one or more slots plus the focus)")
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
+    def check(self) -> None:
+        if self.focus_rate > 0 and self.num_slots < 2:
+            raise ConfigError("a focus slot needs num_slots >= 2 (one or more slots plus the focus)")
 
     @property
     def has_focus(self) -> bool:
         """Whether the last slot is the focus trace."""
         return self.focus_rate > 0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SlotConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown SlotConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def focus_trace(focus: Tensor, turns: Tensor, mask: Tensor | None, rate: float) -> Tensor:
@@ -141,8 +99,8 @@ def _eye_linear(dim: int) -> nn.Linear:
 class SlotMemory(nn.Module):
     """M slots of width d, updated turn by turn: ``memory(t) = f(input(t), memory(t-1))``.
 
-    Write: the slots (queries) attend to the new turns (keys/values) with multi-head attention;
-    the read-out forms a candidate update, and a GRU-style gate mixes it with the old slots.
+    Write: each new turn is routed to the slots it resembles; a slot's candidate update is the
+    mean of the turns it won, and a GRU-style gate scales what it adds to the slot.
     Read: a query attends over the slots (single-head softmax) and the weighted slots come back.
     Contextualise: ``query + residual(read)``, the residual starting at exactly zero, so an
     untrained module returns the query unchanged and training is judged only by what it adds.
@@ -165,22 +123,20 @@ class SlotMemory(nn.Module):
         )
         self.slot_norm = nn.LayerNorm(d)
         self.turn_norm = nn.LayerNorm(d)
-        routed = config.write_rule == "route"
         # Routing starts as plain cosine similarity (identity projections), so an untrained
         # memory already files a turn with the slots holding similar turns.
-        self.w_query = _eye_linear(d) if routed else nn.Linear(d, d, bias=False)
-        self.w_key = _eye_linear(d) if routed else nn.Linear(d, d, bias=False)
-        if routed:
-            if self.feature_proj is not None:
-                # Random projections of the 0/1 speaker features have norm ~4 and would swamp
-                # the unit-norm embeddings; start from the embeddings alone.
-                nn.init.zeros_(self.feature_proj.weight)
-            # Scale 40 and balance 2 were picked on how an untrained memory files one dev conversation
-            # (slots spread over its topics, none left empty), not on retrieval scores.
-            self.route_log_scale = nn.Parameter(torch.tensor(math.log(40.0)))
-            self.route_balance = nn.Parameter(torch.tensor(2.0))
-            # Forgetting per turn written; e^-0.0005 per turn keeps ~74% of a slot after 600 turns.
-            self.route_log_forget = nn.Parameter(torch.tensor(math.log(5e-4)))
+        self.w_query = _eye_linear(d)
+        self.w_key = _eye_linear(d)
+        if self.feature_proj is not None:
+            # Random projections of the 0/1 speaker features have norm ~4 and would swamp
+            # the unit-norm embeddings; start from the embeddings alone.
+            nn.init.zeros_(self.feature_proj.weight)
+        # Scale 40 and balance 2 were picked on how an untrained memory files one dev conversation
+        # (slots spread over its topics, none left empty), not on retrieval scores.
+        self.route_log_scale = nn.Parameter(torch.tensor(math.log(40.0)))
+        self.route_balance = nn.Parameter(torch.tensor(2.0))
+        # Forgetting per turn written; e^-0.0005 per turn keeps ~74% of a slot after 600 turns.
+        self.route_log_forget = nn.Parameter(torch.tensor(math.log(5e-4)))
         self.w_value = _eye_linear(d)
         self.w_out = _eye_linear(d)
         ffn_out = nn.Linear(config.ffn_mult * d, d)
@@ -257,9 +213,9 @@ class SlotMemory(nn.Module):
             feats = features.masked_fill(~mask.unsqueeze(-1), 0.0)  # (b, t, f)
             x = x + self.feature_proj(feats)  # (b, t, d)
 
-        # The focus slot follows its own fixed rule; the write rule sees the other slots only.
+        # The focus slot follows its own fixed rule; routing sees the other slots only.
         body = slots[:, :-1] if cfg.has_focus else slots  # (b, m', d)
-        new = self._route(body, x, mask) if cfg.write_rule == "route" else self._attend(body, x, mask)
+        new = self._route(body, x, mask)
         if cfg.has_focus:
             focus = focus_trace(slots[:, -1], turns, mask, cfg.focus_rate)  # (b, d)
             new = torch.cat([new, focus.unsqueeze(1)], dim=1)  # (b, m, d)
@@ -267,33 +223,8 @@ class SlotMemory(nn.Module):
         has_turn = mask.any(dim=1)[:, None, None]  # (b, 1, 1)
         return torch.where(has_turn, new, slots)  # (b, m, d)
 
-    def _attend(self, slots: Tensor, x: Tensor, mask: Tensor) -> Tensor:
-        """The ``"attend"`` and ``"compete"`` writes: slots attend to the turns, a gate mixes."""
-        b, t, d = x.shape
-        cfg = self.config
-        h, dh = cfg.heads, d // cfg.heads
-        q = self.w_query(self.slot_norm(slots)).view(b, -1, h, dh).transpose(1, 2)  # (b, h, m, dh)
-        xn = self.turn_norm(x)
-        k = self.w_key(xn).view(b, t, h, dh).transpose(1, 2)  # (b, h, t, dh)
-        v = self.w_value(x).view(b, t, h, dh).transpose(1, 2)  # (b, h, t, dh)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (b, h, m, t)
-        # finfo.min rather than -inf: a fully masked row stays finite (it is discarded below).
-        keep = mask[:, None, None, :]  # (b, 1, 1, t)
-        logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
-        if cfg.write_rule == "compete":
-            attn = logits.softmax(dim=-2) * keep  # (b, h, m, t): turns shared out among slots
-            attn = attn / (attn.sum(dim=-1, keepdim=True) + 1e-8)  # weighted mean of won turns
-        else:
-            attn = logits.softmax(dim=-1)  # (b, h, m, t)
-        read = (attn @ v).transpose(1, 2).reshape(b, -1, d)  # (b, m, d)
-        msg = self.w_out(read)  # (b, m, d)
-
-        candidate = msg + self.ffn(msg)  # (b, m, d)
-        gate = torch.sigmoid(self.gate(torch.cat([slots, msg], dim=-1)))  # (b, m, d)
-        return gate * candidate + (1.0 - gate) * slots  # (b, m, d)
-
     def _route(self, slots: Tensor, x: Tensor, mask: Tensor) -> Tensor:
-        """The ``"route"`` write: turns go to the slots they resemble; slots accumulate them."""
+        """The write: turns go to the slots they resemble; slots accumulate them."""
         s_dir = F.normalize(self.w_query(self.slot_norm(slots)), dim=-1)  # (b, m, d)
         x_dir = F.normalize(self.w_key(self.turn_norm(x)), dim=-1)  # (b, t, d)
         mass = slots.norm(dim=-1)  # (b, m): what a slot holds grows its norm
@@ -330,7 +261,7 @@ class SlotMemory(nn.Module):
         # vectors, near 10 for close ones at d=384, so attention starts selective, not one-hot.
         attn = (q @ k.transpose(-1, -2) / math.sqrt(self.config.dim)).softmax(dim=-1)  # (b, q, m)
         # Routed slots carry their mass in their norm; the read returns their directions.
-        values = F.normalize(slots, dim=-1) if self.config.write_rule == "route" else slots
+        values = F.normalize(slots, dim=-1)
         context = attn @ values  # (b, q, d)
         if squeeze:
             return context.squeeze(1), attn.squeeze(1)

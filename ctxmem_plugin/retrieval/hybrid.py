@@ -14,12 +14,12 @@ The pipeline, for one query under one namespace prefix:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.retrieval.text import match_terms
 from ctxmem_plugin.storage.sqlite import LongTermStore
@@ -29,8 +29,8 @@ METHODS = ("bm25", "dense", "hybrid")
 
 
 @dataclass(frozen=True)
-class RetrievalConfig:
-    """Settings of the hybrid pipeline (tuned on the LoCoMo dev file, leave-one-out).
+class RetrievalConfig(Config):
+    """Settings of the hybrid pipeline (the defaults were chosen on the LoCoMo dev file, leave-one-out).
 
     Attributes:
         pool: candidates taken from each of BM25 and dense search.
@@ -40,15 +40,12 @@ class RetrievalConfig:
         neighbours: whether neighbouring turns of candidates join the candidates.
     """
 
-    pool: int = 100
-    bm25_weight: float = 0.6
-    dense_weight: float = 0.4
-    dense_floor: float = 0.0
-    neighbour_weight: float = 0.5
+    pool: int = bounded(100, low=1, high=100_000)
+    bm25_weight: float = bounded(0.6, low=0, high=100)
+    dense_weight: float = bounded(0.4, low=0, high=100)
+    dense_floor: float = bounded(0.0, low=-1, high=1)
+    neighbour_weight: float = bounded(0.5, low=0, high=100)
     neighbours: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.encoders import SentenceEncoder, TextEncoder
 from ctxmem_plugin.errors import InputError
 from ctxmem_plugin.retrieval.text import embed_text
@@ -39,37 +40,30 @@ from ctxmem_plugin.encoders.tuned import ENCODER_DIR, tuned_name
 
 
 @dataclass(frozen=True)
-class EncoderTuneConfig:
+class EncoderTuneConfig(Config):
     """Hyper-parameters of encoder fine-tuning (saved in ``train_log.json``).
 
-    Dense R@10 on two held-out LoCoMo conversations (conv-26, conv-44) after one epoch on the
-    other six: 0.690 / 0.582 with batches drawn across conversations, 0.697 / 0.637 with
-    batches drawn from one conversation, 0.792 / 0.712 with those and hard negatives
-    (docs/training.md). Leave-one-conversation-out over all seven, a second epoch raised the
-    held-out dense R@1 / R@10 from 0.390 / 0.757 to 0.420 / 0.780, and the trained model's from
-    0.466 / 0.829 to 0.472 / 0.838. Five epochs instead of two (on a GPU) raised the held-out
-    dense R@10 from 0.777 to 0.788 but lowered the trained model's from 0.842 to 0.835, so the
-    default stays two. Three hard negatives per question instead of one left the trained
-    model's held-out R@10 where it was (0.844 and 0.841, 3 members), so the default stays one.
+    Attributes:
+        epochs: passes over the (question, evidence turn) pairs.
+        lr: learning rate (AdamW, constant).
+        batch_size: pairs per batch; a batch is drawn from one conversation, whose other turns
+            are the in-batch negatives.
+        scale: inverse temperature of the in-batch softmax over cosine similarities.
+        seed: batch order and hard-negative draws.
+        hard_negative_pool: a question's hard negatives are drawn from the N non-evidence turns
+            of its conversation that the base encoder ranks highest; 0: none.
+        hard_negatives: how many hard negatives a question brings.
+
+    How the defaults were chosen: docs/experiments/ (encoder tuning, hard negatives, epochs).
     """
 
-    epochs: int = 2
-    lr: float = 2e-5
-    batch_size: int = 32
-    scale: float = 20.0  # inverse temperature of the in-batch softmax over cosine similarities
+    epochs: int = bounded(2, low=1, high=1000)
+    lr: float = bounded(2e-5, low=0, high=1)
+    batch_size: int = bounded(32, low=1, high=65536)
+    scale: float = bounded(20.0, low=0, high=1000)
     seed: int = 0
-    by_conversation: bool = True  # draw each batch from one conversation (leftovers pooled)
-    hard_negative_pool: int = 10  # a question's hard negatives are drawn from its top-N non-evidence turns; 0: none
-    hard_negatives: int = 1  # how many a question brings (fewer when the pool is smaller)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "hard_negatives"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        pool = self.hard_negative_pool
-        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
-            raise ValueError(f"hard_negative_pool must be an int >= 0, got {pool!r}")
+    hard_negative_pool: int = bounded(10, low=0, high=100000)
+    hard_negatives: int = bounded(1, low=1, high=1000)
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,6 @@ def evidence_pairs(
     pool: int = EncoderTuneConfig.hard_negative_pool,
     seed: int = 0,
     per_question: int = EncoderTuneConfig.hard_negatives,
-    turn_texts: Callable[[Conversation], list[str]] | None = None,
 ) -> list[TunePair]:
     """A :class:`TunePair` for every evidence turn of every labelled question.
 
@@ -119,13 +112,11 @@ def evidence_pairs(
     the ``pool`` turns of its conversation that the miner ranks highest for it without being
     evidence. The very top ones are not taken every time: evidence labels are incomplete, and
     the best-ranked non-evidence turn is the likeliest to be an unlabelled answer.
-    ``turn_texts`` gives a conversation's turn texts another way (one per turn, for
-    experiments with what a turn's vector is computed from); by default :func:`embed_text`.
     """
     rng = random.Random(seed)
     pairs = []
     for group, conv in enumerate(conversations):
-        texts = turn_texts(conv) if turn_texts is not None else [embed_text(st.turn) for st in conv.turns]
+        texts = [embed_text(st.turn) for st in conv.turns]
         sims = None
         if miner is not None and pool > 0 and conv.questions:
             sims = miner.encode([q for q, _ in conv.questions]) @ miner.encode(texts).T  # (questions, turns)
@@ -148,10 +139,6 @@ def tuning_batches(pairs: Sequence[TunePair], cfg: EncoderTuneConfig, rng: rando
     A short last batch is left out: it would have too few negatives.
     """
     size = min(cfg.batch_size, len(pairs))
-    if not cfg.by_conversation:
-        order = list(pairs)
-        rng.shuffle(order)
-        return [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
     groups: dict[int, list[TunePair]] = {}
     for p in pairs:
         groups.setdefault(p.group, []).append(p)

@@ -29,55 +29,60 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ctxmem_plugin.reranker.checkpoint import load_model, read_config, save_model
+from ctxmem_plugin.reranker.checkpoint import load_model, save_model
+from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.errors import CheckpointError, InputError
 from ctxmem_plugin.reranker.model import CtxMemModel, Member, ModelConfig
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES
 from ctxmem_plugin.reranker.scorer import ScorerConfig, listwise_loss
 from ctxmem_plugin.reranker.runtime import RuntimeSettings
 from ctxmem_plugin.reranker.slots import SlotConfig
-from ctxmem_plugin.training.data import TRAIN_KINDS, Dataset, Example
+from ctxmem_plugin.training.data import TRAIN_KINDS, Dataset
 
 TRAINER_STATE = "trainer_state.safetensors"
 TRAIN_LOG = "train_log.json"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of a training run (saved in ``train_log.json``)."""
+class TrainConfig(Config):
+    """Hyper-parameters of a training run (saved in ``train_log.json``).
 
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    Attributes:
+        epochs, batch_size, lr, weight_decay, seed: the optimisation (AdamW).
+        num_slots, hidden: the slot memory's slots and the scorer's MLP width.
+        use_slots: False trains the scorer without the slot memory (the ablation).
+        write_chunk: turns folded into the slots per write; search uses the same chunks.
+        cue_weight: weight of the self-supervised examples' loss where a batch also holds
+            labelled questions.
+        slot_feature_dim: width of the per-turn features of a slot write.
+        max_grad_norm: gradient clipping.
+        slot_refresh: gradients flow through the conversations' slot writes on one step in
+            this many; the other steps reuse those slots detached (writing every conversation
+            dominates a step's cost; the read path and the scorer still learn on every step).
+        focus_rate, focus_pool: the focus slot (a trace of the latest turns) and how many turns
+            near its probe join a query's candidates; 0 / 0 trains a model without one. They
+            must match the gathered data.
+        members: members trained alike, member k from seed ``seed + k``, and averaged.
+
+    How the defaults were chosen: docs/experiments/.
+    """
+
+    epochs: int = bounded(5, low=1, high=100_000)
+    batch_size: int = bounded(128, low=1, high=1_000_000)
+    lr: float = bounded(2e-3, low=0, high=10)
+    weight_decay: float = bounded(1e-4, low=0, high=10)
     seed: int = 0
-    num_slots: int = 16
-    hidden: int = 64
+    num_slots: int = bounded(16, low=1, high=1024)
+    hidden: int = bounded(64, low=1, high=4096)
     use_slots: bool = True
-    write_chunk: int = 32
-    # Self-supervised examples count less where labelled ones exist. Held out, 1.0 and 0.1 both
-    # ranked questions worse than 0.3 (0.1 lost the follow-ups too; docs/training.md).
-    cue_weight: float = 0.3
-    slot_feature_dim: int = 8
-    max_grad_norm: float = 1.0
-    # Writing every conversation into slots dominates a step's cost; gradients flow through the
-    # writes on one step in ``slot_refresh``, the other steps reuse those slots detached (the
-    # read path and the scorer still learn on every step).
-    slot_refresh: int = 4
-    slot_write_rule: str = "route"
-    # The focus slot (a trace of the latest turns) and how many turns near its probe join a
-    # query's candidates; 0 / 0 trains a model without one. Must match the gathered data.
-    focus_rate: float = 0.5
-    focus_pool: int = 50
-    slot_gate: bool = False  # see ScorerConfig.slot_gate; measured worse on follow-ups (training.md)
-    # Members trained alike, member k from seed ``seed + k``, and averaged (model.py): held
-    # out, 3 ranked a little better than their members alone (docs/training.md, Members).
-    members: int = 3
-    # Leave the turns just before and after a question's evidence turn out of its candidate list
-    # in training (never out of search). LoCoMo sometimes labels one turn of an exchange where
-    # its neighbour says as much (the answer to a labelled question): teaching that neighbour as
-    # a wrong answer is label noise. Off: held out, it did not raise recall (docs/training.md).
-    ignore_evidence_neighbours: bool = False
+    write_chunk: int = bounded(32, low=1, high=4096)
+    cue_weight: float = bounded(0.3, low=0, high=1000)
+    slot_feature_dim: int = bounded(8, low=0, high=64)
+    max_grad_norm: float = bounded(1.0, low=0, high=1e6)
+    slot_refresh: int = bounded(4, low=1, high=1_000_000)
+    focus_rate: float = bounded(0.5, low=0, high=1)
+    focus_pool: int = bounded(50, low=0, high=100_000)
+    members: int = bounded(3, low=1, high=64)
 
 
 def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | None = None) -> CtxMemModel:
@@ -87,12 +92,11 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | Non
     """
     config = ModelConfig(
         slots=SlotConfig(
-            dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, write_rule=cfg.slot_write_rule,
-            focus_rate=cfg.focus_rate,
+            dim=dim, num_slots=cfg.num_slots, feature_dim=cfg.slot_feature_dim, focus_rate=cfg.focus_rate,
         ),
         scorer=ScorerConfig(
             num_features=len(FEATURE_NAMES), base_score_index=0, dim=dim, hidden=cfg.hidden, use_slots=cfg.use_slots,
-            focus=cfg.use_slots and cfg.focus_rate > 0, slot_gate=cfg.use_slots and cfg.slot_gate,
+            focus=cfg.use_slots and cfg.focus_rate > 0,
         ),
         encoder=encoder,
         feature_names=FEATURE_NAMES,
@@ -110,9 +114,8 @@ def build_model(dim: int, encoder: str, cfg: TrainConfig, encoder_dir: str | Non
 class _Batches:
     """Padded tensors of the dataset, built once; batches are index lists into them."""
 
-    def __init__(self, data: Dataset, chunk: int, device: str, ignore_evidence_neighbours: bool = False) -> None:
+    def __init__(self, data: Dataset, chunk: int, device: str) -> None:
         self.device = device
-        self.ignore_evidence_neighbours = ignore_evidence_neighbours
         convs = data.conversations
         dim = convs[0].vectors.shape[1]
         fdim = convs[0].features.shape[1]
@@ -151,17 +154,9 @@ class _Batches:
             k = len(e.cand)
             feats[j, :k] = torch.from_numpy(e.features)
             cand[j, :k] = torch.from_numpy(e.cand)
-            mask[j, :k] = torch.from_numpy(self._kept(e))
+            mask[j, :k] = True
             labels[j, :k] = torch.from_numpy(e.labels.astype(np.float32))
         return {"features": feats, "cand": cand, "mask": mask, "labels": labels, "conv_row": conv_row, "query": query, "focus": focus, "is_question": weight}
-
-    def _kept(self, e: Example) -> np.ndarray:
-        """Which of the example's candidates the loss sees: all, or all but evidence neighbours."""
-        if not (self.ignore_evidence_neighbours and e.kind == "question"):
-            return np.ones(len(e.cand), dtype=bool)
-        gold = e.cand[e.labels]
-        # Positions in the conversation; another evidence turn stays in even when it is adjacent.
-        return ~(np.isin(e.cand, np.concatenate([gold - 1, gold + 1])) & ~e.labels)
 
 
 class _LossModule(nn.Module):
@@ -355,7 +350,7 @@ def _train(
             # Steps that reuse detached slots leave the write path unused: DDP must be told.
             module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
         modules.append(module)
-    batches = _Batches(data, cfg.write_chunk, device, cfg.ignore_evidence_neighbours)
+    batches = _Batches(data, cfg.write_chunk, device)
     slot_inputs = tuple(t.to(device) for t in batches.slot_inputs())
     trainable = np.array([i for i, e in enumerate(data.examples) if e.kind in TRAIN_KINDS])
     n = len(trainable)
@@ -451,14 +446,20 @@ def write_checkpoint(
 
 def resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
     """The saved run's hyper-parameters, with ``epochs`` taken from ``cfg`` (to train longer)."""
-    saved = json.loads((out / TRAIN_LOG).read_text())["config"]
+    saved = dict(json.loads((out / TRAIN_LOG).read_text())["config"])
     # A run saved before the focus slot existed was trained without one: resuming it must not
     # switch the focus on (its weights have no focus inputs).
     saved.setdefault("focus_rate", 0.0)
     saved.setdefault("focus_pool", 0)
     saved.setdefault("members", 1)  # saved before models had members
-    saved.setdefault("ignore_evidence_neighbours", False)  # saved before the option existed
-    return replace(TrainConfig(**saved), epochs=cfg.epochs)
+    for key, only in _RETIRED.items():  # settings of experiments that were not kept
+        if key in saved and saved.pop(key) != only:
+            raise CheckpointError(f"{out}: the run was trained with {key}, which this version no longer has; train a new model")
+    return replace(TrainConfig.from_dict(saved), epochs=cfg.epochs)
+
+
+_RETIRED = {"slot_write_rule": "route", "slot_gate": False, "ignore_evidence_neighbours": False}
+"""Settings earlier runs saved, with the one value this version still trains with."""
 
 
 @torch.no_grad()
@@ -479,9 +480,3 @@ def score_examples(model: CtxMemModel, data: Dataset, indices: list[int], chunk:
         for j, i in enumerate(idx):
             out.append(scores[j, : len(data.examples[i].cand)].double().numpy())
     return out
-
-
-def read_log_file(out: Path) -> dict[str, Any]:
-    """The ``train_log.json`` of a model directory."""
-    _ = read_config(out)  # raises CheckpointError on a broken directory
-    return json.loads((out / TRAIN_LOG).read_text())
