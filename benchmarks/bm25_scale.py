@@ -4,7 +4,7 @@
 
 Each memory holds namespaces of 200 turns, each turn 5-30 words drawn from a Zipf-like
 vocabulary of 20,000 words (so common words are in most namespaces, as in real logs). Queries
-of 1-4 words, drawn the same way, go to one namespace. Timed: ``LongTermStore.bm25`` (statistics
+of 1-4 words, drawn the same way, go to one namespace. Timed: ``LongTermStore.lexical`` (statistics
 of that namespace) and the SQL that the store ran before, FTS5's ``bm25()`` with its statistics
 over the whole table, restricted to the namespace by a join. No embedding model is involved:
 the vectors are zeros.
@@ -23,7 +23,8 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.retrieval.text import match_terms
-from ctxmem_plugin.storage.sqlite import LongTermStore, NewRow
+from ctxmem_plugin.storage.base import NewRow
+from ctxmem_plugin.storage.sqlite import LongTermStore
 from ctxmem_plugin.records import Turn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,10 +86,10 @@ def main() -> None:
             spaces = (size + PER_NAMESPACE - 1) // PER_NAMESPACE
             queries = [(match_terms(words(rng, vocab, weights, rng.randint(1, 4))), ("u", f"n{rng.randrange(spaces)}"))
                        for _ in range(args.queries)]
-            hits = sum(len(store.bm25(q, p)) for q, p in queries) / len(queries)
+            hits = sum(len(store.lexical(q, p)) for q, p in queries) / len(queries)
             row = {
                 "turns": size, "namespaces": spaces, "insert_s": round(fill_s, 1), "hits_per_query": round(hits, 1),
-                "per_namespace": timed(store.bm25, queries),
+                "per_namespace": timed(store.lexical, queries),
                 "table_wide_fts5": timed(lambda q, p: table_wide(store, q, p), queries),
             }
             store.close()

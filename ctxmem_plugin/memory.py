@@ -27,9 +27,9 @@ from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_tu
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text, index_text
+from ctxmem_plugin.storage.base import MemoryStore, NewRow
 from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore, NewRow
-from ctxmem_plugin.storage.vectors import VectorIndex
+from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
@@ -126,10 +126,9 @@ class ContextMemory:
             self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
             self._lock.acquire()
         try:
-            self.store = LongTermStore(self.path, read_only=read_only)
+            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only)
             if self.reranker is not None:
                 self.reranker.store = self.store
-            self._index: VectorIndex | None = None
             self.retrieval = retrieval or RetrievalConfig()
             if self.reranker is not None:
                 # The model's features were computed with its own retrieval settings.
@@ -157,8 +156,6 @@ class ContextMemory:
         with self._guard:
             if getattr(self, "store", None) is None:
                 return
-            if self._index is not None and self._index.dirty and not self.read_only:
-                self._index.save(self.store.generation)
             self.store.close()
             self.store = None  # type: ignore[assignment]
             self._release()
@@ -171,14 +168,12 @@ class ContextMemory:
     def flush(self) -> None:
         """Write the vector index to disk now (it is otherwise written on close)."""
         with self._guard:
-            if self._index is not None and self._index.dirty and not self.read_only:
-                self._index.save(self.store.generation)
+            self.store.flush()
 
     def load(self) -> None:
-        """Load the encoder and the vector index now, instead of on first use."""
+        """Load the encoder now, instead of on the first text to embed."""
         with self._guard:
             self._require_encoder()
-            _ = self.index
 
     # -- encoder and index --------------------------------------------------------------------
 
@@ -210,23 +205,9 @@ class ContextMemory:
         return int(recorded) if recorded else self.encoder.dim
 
     @property
-    def index(self) -> VectorIndex:
-        """The FAISS index, loaded on first use and caught up with SQLite if stale or missing."""
-        if self._index is None:
-            dim = self.dim
-            index = VectorIndex(dim, self.path)
-            generation = self.store.generation
-            if not index.load(generation):
-                index.sync(self.store.all_ids(), lambda ids: self.store.vectors(ids, dim))
-                if not self.read_only:  # record the generation it now matches
-                    index.save(generation)
-            self._index = index
-        return self._index
-
-    @property
     def retriever(self) -> HybridRetriever:
         """The candidate stage of search, over this memory's store and index."""
-        return HybridRetriever(self.store, self.index, self.retrieval)
+        return HybridRetriever(self.store, self.retrieval)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -267,27 +248,21 @@ class ContextMemory:
                 return out
             self._require_encoder()
             vectors = self._vectors_of(entries, todo, progress)
-            index = self.index
             # Runs of consecutive turns of one namespace, in input order: ids follow the input.
             runs: list[tuple[ns.Namespace, list[int]]] = []
             for j in todo:
                 if not runs or runs[-1][0] != spaces[j]:
                     runs.append((spaces[j], []))
                 runs[-1][1].append(j)
-            new_ids: list[int] = []
-            replaced: list[int] = []
             with self.store.transaction():
                 for space, run in runs:
                     vecs = np.stack([vectors[j] for j in run])  # (n, d)
                     rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
-                    ids, gone = self.store.insert(space, rows)
-                    replaced += gone
+                    ids, _ = self.store.insert(space, rows)
                     if self.reranker is not None:
                         self.reranker.update(space, np.asarray(ids, dtype=np.int64), vecs)
                     for j, turn_id in zip(run, ids):
                         out[j] = turn_id
-                    new_ids += ids
-            _apply_to_index(index, new_ids, np.stack([vectors[j] for j in todo]), replaced)
             return out
 
     def _vectors_of(
@@ -369,12 +344,8 @@ class ContextMemory:
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""
         self._writable()
-        with self._guard:
-            index = self.index
-            with self.store.transaction():
-                found = self.store.delete(list(ids))
-            index.remove(np.asarray(found, dtype=np.int64))
-            return found
+        with self._guard, self.store.transaction():
+            return self.store.delete(list(ids))
 
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
@@ -385,12 +356,9 @@ class ContextMemory:
         self._writable()
         space = ns.validate(namespace)
         with self._guard:
-            index = self.index
             with self.store.transaction():
                 ids = self.store.forget(space)
-            index.remove(np.asarray(ids, dtype=np.int64))
             self.store.scrub()
-            index.save(self.store.generation)
             return len(ids)
 
     def reembed(self, *, batch: int = 256, progress: Callable[[int], None] | None = None) -> int:
@@ -425,7 +393,6 @@ class ContextMemory:
             self.store.set_meta("encoder", self.encoder.name)
             self.store.set_meta("dim", str(self.encoder.dim))
         self._encoder_checked = True
-        self._index = None  # the commit's new generation makes the saved index stale: rebuilt on use
         return done
 
     def _writable(self) -> None:
@@ -521,8 +488,16 @@ class ContextMemory:
             else:
                 self._require_encoder()
                 qv = self.encoder.encode_query(query)
+            return self._search(query, qv, space, k, filters, method, offset, focus_space, given_focus=focus is not None)
+
+    def _search(
+        self, query: str, qv: np.ndarray, space: ns.Namespace, k: int, filters: Filters | None, method: str,
+        offset: int, focus_space: ns.Namespace, *, given_focus: bool,
+    ) -> list[Hit]:
+        """The pipeline of :meth:`search` for an embedded query, in one read snapshot."""
+        with self.store.reading():  # every read of this search sees the same committed state
             if method == "ctxmem":
-                cands, rows = self._reranked(query, qv, space, filters, focus_space, given_focus=focus is not None)
+                cands, rows = self._reranked(query, qv, space, filters, focus_space, given_focus=given_focus)
             else:
                 cands, rows = self.retriever.candidates(query, qv, space, filters, method=method), {}
             top = cands.top(k + offset)
@@ -580,11 +555,11 @@ class ContextMemory:
         norm = float(np.linalg.norm(q))
         q = q / norm if norm > 0 else q
         space = ns.validate(namespace, allow_empty=True)
-        with self._guard:  # FAISS must not be searched while another thread adds to it
-            index = self.index
-            if q.shape[0] != index.dim:
-                raise InputError(f"the query vector has {q.shape[0]} dimensions; this memory's encoder has {index.dim}")
-            ids, scores = index.search(q, k, self.store.ids_in(space, filters))
+        with self._guard, self.store.reading():  # FAISS must not be searched while another thread adds to it
+            dim = self.dim
+            if q.shape[0] != dim:
+                raise InputError(f"the query vector has {q.shape[0]} dimensions; this memory's encoder has {dim}")
+            ids, scores = self.store.dense(q, k, space, filters)
             rows = {t.id: t for t in self.store.get(ids.tolist())}
         return [
             _hit(row, float(score), {"dense": {"score": float(score), "rank": rank}})
@@ -657,18 +632,6 @@ class ContextMemory:
     acontext = _async_twin(context)
     aexplain = _async_twin(explain)
     astats = _async_twin(stats)
-
-
-def _apply_to_index(index: VectorIndex, ids: Sequence[int], vectors: np.ndarray, replaced: Sequence[int]) -> None:
-    """Mirror a committed insert in FAISS: drop replaced rows (a key upsert), add the new ones.
-
-    A row can be both new and replaced when one call upserts the same key twice.
-    """
-    gone = set(replaced)
-    index.remove(np.asarray(sorted(gone), dtype=np.int64))
-    keep = [j for j, i in enumerate(ids) if i not in gone]
-    if keep:
-        index.add(np.asarray([ids[j] for j in keep], dtype=np.int64), vectors[keep])
 
 
 def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:

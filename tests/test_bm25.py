@@ -41,7 +41,7 @@ def test_a_namespace_alone_scores_as_fts5(tmp_path: Path, hash_encoder: HashEnco
     with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
         mem.add(_turns(rng, 120), ("u",))
         for query in QUERIES:
-            ours = mem.store.bm25(match_terms(query), ("u",))
+            ours = mem.store.lexical(match_terms(query), ("u",))
             want = _fts5(mem.store.db, query)
             assert ours.keys() == want.keys(), query
             for i, s in want.items():
@@ -54,18 +54,18 @@ def test_other_namespaces_never_move_a_namespace_scores(tmp_path: Path, hash_enc
     mine, theirs = _turns(rng, 80), _turns(rng, 300)
     with ContextMemory(tmp_path / "alone", encoder=hash_encoder) as mem:
         mem.add(mine, ("alice", "s1"))
-        alone = {q: mem.store.bm25(match_terms(q), ("alice",)) for q in QUERIES}
+        alone = {q: mem.store.lexical(match_terms(q), ("alice",)) for q in QUERIES}
     with ContextMemory(tmp_path / "shared", encoder=hash_encoder) as mem:
         mem.add(theirs[:150], ("bob",))  # before, after, and then gone again
         mem.add(mine, ("alice", "s1"))
         mem.add(theirs[150:], ("alicex",))  # a key range next to alice's, outside its prefix
         offset = mem.list_turns(("alice",))[0].id - 1  # the same turns under other ids
-        shared = {q: mem.store.bm25(match_terms(q), ("alice",)) for q in QUERIES}
+        shared = {q: mem.store.lexical(match_terms(q), ("alice",)) for q in QUERIES}
         table_wide = _fts5(mem.store.db, "dog")  # what FTS5's bm25() gives the same turns
         assert shared["dog"] and any(abs(table_wide[i] - s) > 1e-6 for i, s in shared["dog"].items())
         mem.forget(("bob",))
         mem.forget(("alicex",))
-        after = {q: mem.store.bm25(match_terms(q), ("alice",)) for q in QUERIES}
+        after = {q: mem.store.lexical(match_terms(q), ("alice",)) for q in QUERIES}
     for q in QUERIES:
         assert {i - offset: s for i, s in shared[q].items()} == alone[q], q
         assert after[q] == shared[q], q
@@ -77,11 +77,11 @@ def test_prefix_statistics_span_the_namespaces_under_it(tmp_path: Path, hash_enc
     with ContextMemory(tmp_path / "two", encoder=hash_encoder) as mem:
         mem.add(a, ("team", "a"))
         mem.add(b, ("team", "b"))
-        two = mem.store.bm25(match_terms("running dogs"), ("team",))
-        only_a = mem.store.bm25(match_terms("running dogs"), ("team", "a"))
+        two = mem.store.lexical(match_terms("running dogs"), ("team",))
+        only_a = mem.store.lexical(match_terms("running dogs"), ("team", "a"))
     with ContextMemory(tmp_path / "one", encoder=hash_encoder) as mem:
         mem.add(a + b, ("team",))
-        one = mem.store.bm25(match_terms("running dogs"), ("team",))
+        one = mem.store.lexical(match_terms("running dogs"), ("team",))
     assert two == pytest.approx(one, rel=1e-12)
     assert set(only_a) < set(two) and any(only_a[i] != two[i] for i in only_a)
 
@@ -137,7 +137,7 @@ def test_migration_counts_the_turns_already_stored(tmp_path: Path) -> None:
         for space in ("a", "b"):
             own = [i for i, (s, _) in enumerate(turns, start=1) if s == space]
             assert stats[to_key((space,))] == (len(own), sum(lengths[i] for i in own))
-        assert store.bm25(["dog"], ("a",))  # scores come from the migrated counters
+        assert store.lexical(["dog"], ("a",))  # scores come from the migrated counters
     finally:
         store.close()
 

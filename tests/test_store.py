@@ -77,7 +77,7 @@ def test_reopen_and_rebuild_faiss_give_identical_results(tmp_path: Path, hash_en
         assert {q: [(h.id, round(h.score, 6)) for h in mem.search(q, ("u",), k=10)] for q in queries} == before
     (tmp_path / "vectors.faiss").unlink()
     with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
-        assert len(mem.index) == count
+        assert len(mem.store.index_ids()) == count
         assert {q: [(h.id, round(h.score, 6)) for h in mem.search(q, ("u",), k=10)] for q in queries} == before
     assert (tmp_path / "vectors.faiss").is_file()
     # A stale index (saved before later writes) is caught up, not trusted.
@@ -149,7 +149,7 @@ def test_forget_leaves_nothing_on_disk(tmp_path: Path, hash_encoder: HashEncoder
     for path in tmp_path.iterdir():
         assert secret.encode() not in path.read_bytes(), path.name
     with ContextMemory(tmp_path, encoder=hash_encoder) as mem:
-        assert len(mem.index) == 1
+        assert len(mem.store.index_ids()) == 1
 
 
 def test_key_upsert_and_delete(tmp_path: Path, hash_encoder: HashEncoder) -> None:
@@ -213,6 +213,6 @@ def test_killed_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
         stored = {t.id: t.content for t in mem.list_turns(("u",))}
         for turn_id, i in acked:
             assert stored[turn_id] == f"fact number {i} about item{i}"
-        assert len(mem.index) == len(stored)  # FAISS caught up from SQLite
+        assert len(mem.store.index_ids()) == len(stored)  # FAISS caught up from SQLite
         turn_id, i = acked[-1]
         assert mem.search(f"item{i}", ("u",), k=1, method="bm25")[0].id == turn_id

@@ -30,7 +30,7 @@ from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.model import CtxMemModel
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
 from ctxmem_plugin.retrieval.hybrid import Candidates, RetrievalConfig
-from ctxmem_plugin.storage.sqlite import LongTermStore
+from ctxmem_plugin.storage.base import MemoryStore
 
 @dataclass(frozen=True)
 class RuntimeSettings(Config):
@@ -81,7 +81,7 @@ class Reranker:
         device: where the model runs.
     """
 
-    def __init__(self, model: CtxMemModel, settings: RuntimeSettings, model_id: str, store: LongTermStore | None, device: str) -> None:
+    def __init__(self, model: CtxMemModel, settings: RuntimeSettings, model_id: str, store: MemoryStore | None, device: str) -> None:
         self.model = model
         self.settings = settings
         self.model_id = model_id
@@ -96,7 +96,7 @@ class Reranker:
         self.columns = np.array([FEATURE_NAMES.index(name) for name in cfg.feature_names], dtype=np.int64)
 
     @classmethod
-    def load(cls, directory: Path, store: LongTermStore | None = None, *, device: str = "auto") -> Reranker:
+    def load(cls, directory: Path, store: MemoryStore | None = None, *, device: str = "auto") -> Reranker:
         """Load a model directory (safetensors + JSON only); ``store`` may be bound later."""
         dev = resolve_device(device)
         model = load_model(directory, map_location=dev).eval()
@@ -247,7 +247,7 @@ class Reranker:
         return replace(cands, score=score, signals=signals)
 
     @torch.no_grad()
-    def explain(self, query_vector: np.ndarray, namespace: ns.Namespace, store: LongTermStore, *, top_turns: int = 3) -> dict[str, Any]:
+    def explain(self, query_vector: np.ndarray, namespace: ns.Namespace, store: MemoryStore, *, top_turns: int = 3) -> dict[str, Any]:
         """Slot attention of a query, and for the most attended slots the turns closest to them.
 
         With several members, the first member's: each member's slots are its own, and slot

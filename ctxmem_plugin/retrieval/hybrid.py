@@ -22,8 +22,7 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.retrieval.text import match_terms
-from ctxmem_plugin.storage.sqlite import LongTermStore
-from ctxmem_plugin.storage.vectors import VectorIndex
+from ctxmem_plugin.storage.base import MemoryStore
 
 METHODS = ("bm25", "dense", "hybrid")
 
@@ -122,17 +121,15 @@ def ranks(scores: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 
 class HybridRetriever:
-    """Runs the pipeline over a store and its vector index.
+    """Runs the pipeline over a store (lexical and dense search, neighbours, vectors).
 
     Args:
-        store: the SQLite store (source of rows, BM25, vectors).
-        index: the FAISS index over the same ids.
+        store: the memory's store.
         config: fusion settings.
     """
 
-    def __init__(self, store: LongTermStore, index: VectorIndex, config: RetrievalConfig | None = None) -> None:
+    def __init__(self, store: MemoryStore, config: RetrievalConfig | None = None) -> None:
         self.store = store
-        self.index = index
         self.config = config or RetrievalConfig()
 
     def candidates(
@@ -157,16 +154,14 @@ class HybridRetriever:
         cfg = self.config
         pool = pool or cfg.pool
         dim = query_vector.shape[0]
-        allowed = self.store.ids_in(prefix, filters)
-        allowed_set = set(allowed.tolist()) if filters else None
-        bm25_all = self.store.bm25(match_terms(query), prefix) if method != "dense" else {}
-        if allowed_set is not None:  # filters narrow the turns scored, not BM25's statistics
-            bm25_all = {i: s for i, s in bm25_all.items() if i in allowed_set}
+        # Filters narrow the turns scored (and the neighbours taken), never BM25's statistics.
+        allowed_set = set(self.store.ids_in(prefix, filters).tolist()) if filters else None
+        bm25_all = self.store.lexical(match_terms(query), prefix, filters) if method != "dense" else {}
         bm25_hits = sorted(bm25_all.items(), key=lambda kv: (-kv[1], kv[0]))[:pool]
-        dense_ids, _ = self.index.search(query_vector, pool, allowed) if method != "bm25" else (np.zeros(0, np.int64), None)
+        dense_ids, _ = self.store.dense(query_vector, pool, prefix, filters) if method != "bm25" else (np.zeros(0, np.int64), None)
         probe_ids: list[int] = []
         if probe is not None and probe_pool > 0 and method == "hybrid":
-            probe_ids = [int(i) for i in self.index.search(probe, probe_pool, allowed)[0]]
+            probe_ids = [int(i) for i in self.store.dense(probe, probe_pool, prefix, filters)[0]]
         seed = list(dict.fromkeys([i for i, _ in bm25_hits] + [int(i) for i in dense_ids] + probe_ids))
         neigh = self.store.neighbours(seed) if seed else {}
         ids_list = list(seed)

@@ -1,9 +1,11 @@
-"""LongTermStore: SQLite in WAL mode, the source of truth for everything a memory holds.
+"""LongTermStore: the embedded backend, one directory holding SQLite (the truth) and a FAISS index.
 
-Rows, texts, metadata, vectors and slot states all live in ``memory.sqlite3``; the FAISS index
-(:mod:`ctxmem_plugin.storage.vectors`) is derived from it and can always be rebuilt. A write is
-acknowledged when its transaction commits, and ``synchronous=FULL`` makes that durable.
-Every read that takes a namespace is restricted in SQL to that namespace prefix.
+Rows, texts, metadata, vectors and slot states all live in ``memory.sqlite3``, in WAL mode; the
+FAISS index (:mod:`ctxmem_plugin.storage.vectors`) is derived from it and can always be rebuilt.
+A write is acknowledged when its transaction commits, and ``synchronous=FULL`` makes that
+durable; the index follows the commit in memory and is saved on :meth:`flush` / :meth:`close`
+with the generation it matches, so a crash in between loses nothing (it is caught up on open).
+Every read that takes a namespace is restricted in SQL (and in FAISS, by id) to that prefix.
 """
 
 from __future__ import annotations
@@ -13,30 +15,21 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin.storage import bm25 as bm25_scoring
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters, compile_filters
+from ctxmem_plugin.records import StoredTurn
+from ctxmem_plugin.storage import bm25 as bm25_scoring
+from ctxmem_plugin.storage.base import NewRow, SlotState
 from ctxmem_plugin.storage.schema import migrate, require_current
-from ctxmem_plugin.records import StoredTurn, Turn
+from ctxmem_plugin.storage.vectors import VectorIndex
 
 DB_NAME = "memory.sqlite3"
 _SQL_VARS = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
-
-
-@dataclass(frozen=True)
-class NewRow:
-    """A validated turn ready to insert, with what was derived from it."""
-
-    turn: Turn
-    index_text: str
-    content_hash: str
-    vector: np.ndarray  # (d,) float32
 
 
 def _chunks(items: Sequence[Any], size: int = _SQL_VARS) -> Iterator[Sequence[Any]]:
@@ -44,8 +37,13 @@ def _chunks(items: Sequence[Any], size: int = _SQL_VARS) -> Iterator[Sequence[An
         yield items[start : start + size]
 
 
+def exists(directory: Path) -> bool:
+    """Whether ``directory`` holds an embedded memory."""
+    return (Path(directory) / DB_NAME).is_file()
+
+
 class LongTermStore:
-    """The SQLite side of a memory directory.
+    """The embedded store of a memory directory (:class:`~ctxmem_plugin.storage.base.MemoryStore`).
 
     Args:
         directory: the memory directory (must exist).
@@ -53,8 +51,14 @@ class LongTermStore:
     """
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        self.path = directory / DB_NAME
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
         self.read_only = read_only
+        self._index: VectorIndex | None = None
+        # Index changes of the open transaction, applied once it commits: (ids to add, vectors, ids to drop).
+        self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        self._rebuild = False  # the open transaction replaced vectors: the index is rebuilt after it
+        self._depth = 0  # open transaction() / reading() blocks: one SQL transaction for all
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -69,8 +73,19 @@ class LongTermStore:
         self.db.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
         self.tokenizer = bm25_scoring.Tokenizer()
 
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
     def close(self) -> None:
+        """Save the dense index if it changed, then close the database."""
+        self.flush()
         self.db.close()
+
+    def flush(self) -> None:
+        """Save the dense index now if it changed since it was loaded or saved."""
+        if self._index is not None and self._index.dirty and not self.read_only:
+            self._index.save(self.generation)
 
     @property
     def schema_version(self) -> int:
@@ -80,16 +95,82 @@ class LongTermStore:
     # -- transactions and meta -------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: everything inside commits together or not at all."""
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: everything inside commits together or not at all.
+
+        The dense index follows the commit (in memory; saved by :meth:`flush`), never a write
+        that rolled back.
+        """
         self.db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
         try:
-            yield self.db
+            yield
             self._bump_generation()
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._pending.clear()
+            self._rebuild = False
             raise
+        finally:
+            self._depth -= 1
+        self._apply_pending()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One consistent read: the SQL reads inside see one snapshot (nested blocks share it)."""
+        if self._depth:
+            yield
+            return
+        self.db.execute("BEGIN")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            self.db.execute("COMMIT")
+
+    # -- the dense index ------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int | None:
+        """Width of the stored vectors, once the memory has recorded its encoder."""
+        recorded = self.get_meta("dim")
+        return int(recorded) if recorded else None
+
+    def _loaded_index(self) -> VectorIndex | None:
+        """The FAISS index, loaded on first use and caught up with SQLite if stale or missing."""
+        if self._index is None:
+            dim = self.dim
+            if not dim:
+                return None
+            index = VectorIndex(dim, self.directory)
+            generation = self.generation
+            if not index.load(generation):
+                index.sync(self.all_ids(), lambda ids: self.vectors(ids, dim))
+                if not self.read_only:  # record the generation it now matches
+                    index.save(generation)
+            self._index = index
+        return self._index
+
+    def index_ids(self) -> np.ndarray:
+        """The ids the dense index holds, ascending (it is loaded and caught up first)."""
+        index = self._loaded_index()
+        return np.zeros(0, dtype=np.int64) if index is None else index.ids()
+
+    def _apply_pending(self) -> None:
+        """Mirror a committed write in the loaded index (an unloaded one catches up when loaded)."""
+        pending, self._pending = self._pending, []
+        if self._rebuild:
+            self._rebuild = False
+            self._index = None  # the commit's new generation makes the saved file stale: rebuilt on use
+            return
+        if self._index is None:
+            return
+        for add_ids, vectors, drop_ids in pending:
+            self._index.remove(drop_ids)
+            if vectors is not None and len(add_ids):
+                self._index.add(add_ids, vectors)
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -152,6 +233,11 @@ class LongTermStore:
                 ),
             )
             ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        # A row can be both new and replaced when one call upserts the same key twice.
+        gone = set(replaced)
+        keep = [j for j, i in enumerate(ids) if i not in gone]
+        vectors = np.stack([np.asarray(rows[j].vector, dtype=np.float32) for j in keep]) if keep else None
+        self._pending.append((np.asarray([ids[j] for j in keep], dtype=np.int64), vectors, np.asarray(sorted(gone), dtype=np.int64)))
         return ids, replaced
 
     def delete(self, ids: Sequence[int]) -> list[int]:
@@ -161,6 +247,7 @@ class LongTermStore:
             marks = ",".join("?" * len(chunk))
             found += [r[0] for r in self.db.execute(f"SELECT id FROM turns WHERE id IN ({marks})", chunk)]
             self.db.execute(f"DELETE FROM turns WHERE id IN ({marks})", chunk)
+        self._pending.append((np.zeros(0, np.int64), None, np.asarray(found, dtype=np.int64)))
         return found
 
     def set_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -169,6 +256,7 @@ class LongTermStore:
             "UPDATE turns SET vector = ? WHERE id = ?",
             [(np.asarray(v, dtype=np.float32).tobytes(), int(i)) for i, v in zip(ids, vectors)],
         )
+        self._rebuild = True
 
     def drop_slot_states(self) -> None:
         """Forget every namespace's slot state (rebuilt from the turns on next use)."""
@@ -180,12 +268,17 @@ class LongTermStore:
         ids = [r[0] for r in self.db.execute("SELECT id FROM turns WHERE namespace >= ? AND namespace < ?", (low, high))]
         self.db.execute("DELETE FROM turns WHERE namespace >= ? AND namespace < ?", (low, high))
         self.db.execute("DELETE FROM slot_states WHERE namespace >= ? AND namespace < ?", (low, high))
+        self._pending.append((np.zeros(0, np.int64), None, np.asarray(ids, dtype=np.int64)))
         return ids
 
     def scrub(self) -> None:
-        """Make deletions physical: merge FTS segments (drops deleted tokens), truncate the WAL."""
+        """Make deletions physical: merge FTS segments (drops deleted tokens), truncate the WAL,
+        and save the dense index without the deleted vectors."""
         self.db.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        index = self._loaded_index()  # loading catches it up: deleted ids leave it
+        if index is not None and not self.read_only:
+            index.save(self.generation)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -261,16 +354,32 @@ class LongTermStore:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def bm25(self, terms: Sequence[str], prefix: ns.Namespace) -> dict[int, float]:
-        """BM25 of every turn under ``prefix`` that holds a term; higher is better.
+    def lexical(self, terms: Sequence[str], prefix: ns.Namespace, filters: Filters | None = None) -> dict[int, float]:
+        """BM25 of every turn under ``prefix`` (matching ``filters``) that holds a term; higher is better.
 
-        The statistics are those of the prefix alone (:mod:`ctxmem_plugin.storage.bm25`): turns outside
-        it never change these scores.
+        The statistics are those of the prefix alone (:mod:`ctxmem_plugin.storage.bm25`): turns
+        outside it never change these scores, and filters narrow the turns scored, not them.
         """
         if not terms:
             return {}
         low, high = ns.prefix_range(prefix)
-        return bm25_scoring.scores(self.db, self.tokenizer.tokens(list(terms)), low, high)
+        scores = bm25_scoring.scores(self.db, self.tokenizer.tokens(list(terms)), low, high)
+        if filters:
+            allowed = set(self.ids_in(prefix, filters).tolist())
+            scores = {i: s for i, s in scores.items() if i in allowed}
+        return scores
+
+    def dense(
+        self, vector: np.ndarray, k: int, prefix: ns.Namespace, filters: Filters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` turns under ``prefix`` (matching ``filters``) nearest to ``vector`` by inner product.
+
+        FAISS scores only the ids under the prefix (an ``IDSelectorBatch``), never the others.
+        """
+        index = self._loaded_index()
+        if index is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return index.search(vector, k, self.ids_in(prefix, filters))
 
     def vector_map(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id, ``(dim,)`` float32 each; unknown ids are left out."""
@@ -362,7 +471,7 @@ class LongTermStore:
 
     # -- slot states --------------------------------------------------------------------------
 
-    def get_slot_state(self, namespace: ns.Namespace) -> tuple[str, int, int, bytes] | None:
+    def get_slot_state(self, namespace: ns.Namespace) -> SlotState | None:
         """``(model_id, last_turn_id, turns, state bytes)`` of one exact namespace, if any."""
         r = self.db.execute(
             "SELECT model_id, last_turn_id, turns, state FROM slot_states WHERE namespace = ?", (ns.to_key(namespace),)
