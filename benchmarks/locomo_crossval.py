@@ -7,11 +7,8 @@ identically: with slots (``ctxmem``) and without (``no-slots``, the same scorer 
 features and candidates), next to the untrained ``hybrid`` ranking. No figure here comes from a
 conversation the model was trained on.
 
-Each held-out question is also asked as a **follow-up**: the question is said as the only turn
-of a new conversation (the focus), then a query that names nothing is asked, worded as none of
-the training follow-ups (``evaluation.followups.EVAL_TEMPLATES``: "And what did she say about it?", ...).
-Its evidence is the question's. ``--followup-context answered`` puts the question's gold answer
-after it as the assistant's turn, so the follow-up comes after an answered question.
+Questions asked in a running thread (follow-ups at several depths, topic changes) are the
+conversational benchmark's: ``benchmarks/conversation.py``.
 
 ``--tune-encoder`` measures what ``ctxmem-plugin train`` does with labelled logs: in each fold
 the encoder is first fine-tuned on the training conversations' (question, evidence) pairs
@@ -52,7 +49,6 @@ without training again.
 
     python benchmarks/locomo_crossval.py [--epochs 5] [--folds all] [--cache DATA.npz]
         [--scorer-seeds 0,1,2] [--members 3] [--cue-weight 0.3]
-        [--followup-context question|answered]
         [--tune-encoder [--encoder-epochs 2] [--encoder-lr 2e-5] [--encoder-hard-negatives K]
                         [--fold-cache DIR] [--fit-fusion]]
         [--device cpu|cuda] [--save-scores DIR] [--out benchmarks/results/crossval.json]"""
@@ -70,7 +66,6 @@ from pathlib import Path
 import numpy as np
 
 from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder
-from ctxmem_plugin.evaluation.followups import FOLLOWUP_CONTEXTS, eval_followups
 from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig
 from ctxmem_plugin.training.pipeline import PipelineOptions, training_encoder
 from ctxmem_plugin.encoders.tuned import ENCODER_DIR
@@ -140,8 +135,6 @@ def main() -> None:
     parser.add_argument("--followups", type=int, default=FOLLOWUPS_PER_CONVERSATION, help="self-supervised follow-ups per conversation")
     parser.add_argument("--focus-rate", type=float, default=TrainConfig.focus_rate)
     parser.add_argument("--focus-pool", type=int, default=TrainConfig.focus_pool)
-    parser.add_argument("--followup-context", choices=FOLLOWUP_CONTEXTS, default="question",
-                        help="what a benchmark follow-up comes after: the question, or the question and its gold answer")
     parser.add_argument("--tune-encoder", action="store_true",
                         help="fine-tune the encoder on each fold's training conversations first")
     parser.add_argument("--encoder-epochs", type=int, default=EncoderTuneConfig.epochs)
@@ -170,7 +163,7 @@ def main() -> None:
               "fold_cache": args.fold_cache and Path(args.fold_cache).name, "out": Path(args.out).name}
     convs = load_conversations([args.file])
     names = [c.name for c in convs]
-    kinds = {"question": "questions", "followup-eval": "follow-ups"}
+    kinds = {"question": "questions"}
     file_sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
 
     def fold_cache_path(held: str, retrieval: RetrievalConfig | None = None, *, encoder_only: bool = False) -> Path:
@@ -179,7 +172,7 @@ def main() -> None:
         depends: dict[str, object] = {"file": file_sha, "held_out": held, "seed": args.seed, "encoder_epochs": args.encoder_epochs,
                    "encoder_negatives": args.encoder_negatives,
                    "cues": args.cues, "followups": args.followups, "focus_rate": args.focus_rate,
-                   "focus_pool": args.focus_pool, "followup_context": args.followup_context, "encoder": DEFAULT_MODEL}
+                   "focus_pool": args.focus_pool, "encoder": DEFAULT_MODEL}
         if args.encoder_hard_negatives != 1:  # added later: caches made before it keep their keys
             depends["encoder_hard_negatives"] = args.encoder_hard_negatives
         if args.encoder_lr != EncoderTuneConfig.lr:  # likewise
@@ -197,7 +190,6 @@ def main() -> None:
         return gather(
             convs, encoder, retrieval=retrieval, cues_per_conversation=args.cues, followups_per_conversation=args.followups,
             focus_rate=args.focus_rate, focus_pool=args.focus_pool,
-            extra_followups=lambda conv: eval_followups(conv, args.followup_context),
         )
 
     def save_fold(data: Dataset, path: Path, log: dict[str, object]) -> None:
@@ -239,10 +231,9 @@ def main() -> None:
         return tune_fold_encoder(held, tmp)
 
     def untrained(data: Dataset, held: str) -> dict[str, dict[str, object]]:
-        """Pool recall, ``hybrid`` and ``dense`` recall of the held-out questions and follow-ups."""
+        """Pool recall, ``hybrid`` and ``dense`` recall of the held-out questions."""
         sub = data.subset({held})
         # Evidence outside the candidate pool still counts as missed: recall is over all evidence.
-        # A benchmark follow-up asks about the question it follows, so it has the same evidence.
         full_gold = [set(p) for q, p in convs[names.index(held)].questions]
         categories = convs[names.index(held)].categories
         out: dict[str, dict[str, object]] = {}

@@ -25,6 +25,7 @@ from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchE
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_turn
 from ctxmem_plugin.retrieval.context import render_hits
+from ctxmem_plugin.retrieval.history import CONCAT_TURNS, HISTORY_MODES, concat_query
 from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text, index_text
 from ctxmem_plugin.storage.base import MemoryStore, NewRow
@@ -34,11 +35,15 @@ from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
     from ctxmem_plugin.reranker.runtime import Reranker
+    from ctxmem_plugin.reranker.thread import ThreadPointer
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 NamespaceLike = Sequence[str] | str
+
+History = Sequence[Message] | NamespaceLike
+"""The running thread of a search: its messages, oldest first, or the namespace it is stored in."""
 
 ENCODE_CHUNK = 256
 """Turns encoded per step when a write reports progress."""
@@ -449,7 +454,8 @@ class ContextMemory:
         *,
         method: str = "auto",
         offset: int = 0,
-        focus: NamespaceLike | None = None,
+        history: History | None = None,
+        history_mode: str = "auto",
     ) -> list[Hit]:
         """The ``k`` turns under the namespace prefix most relevant to ``query``.
 
@@ -464,40 +470,106 @@ class ContextMemory:
             method: ``auto`` (``ctxmem`` with a model, else ``hybrid``), ``ctxmem``, ``hybrid``,
                 ``bm25`` or ``dense``.
             offset: skip this many of the best hits (paging).
-            focus: the namespace of the conversation going on now, whose latest turns a
-                follow-up ("and what did she say about it?") refers to, when it is kept apart
-                from the history searched (as the LangChain middleware keeps the current
-                thread). By default ``namespace`` itself. Used by ``ctxmem`` with a model that
-                has a focus slot; the other methods ignore it.
+            history: the running thread the query is asked in, oldest first, so that a
+                follow-up ("and the painting?") is searched for what it refers to: a list of
+                messages (:class:`Turn` or ``{"role", "content"}`` dicts), or the namespace
+                where the thread is stored (kept apart from the history searched, as the
+                LangChain middleware keeps it). ``None`` or empty: the query alone.
+            history_mode: how the thread is used (:mod:`ctxmem_plugin.retrieval.history`):
+                ``concat`` (its last turns joined to the query), ``pointer`` (the turn the query
+                refers to, as the model's thread pointer finds it, and the reply to it, joined
+                to the query) or ``slots`` (the model's focus slot; needs ``method`` ``ctxmem``).
+                ``auto``: ``pointer`` with a model that has a thread pointer, else ``concat``.
         """
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty string")
         if k < 0 or offset < 0:
             raise InputError("k and offset must be >= 0")
         space = ns.validate(namespace, allow_empty=True)
-        focus_space = space if focus is None else ns.validate(focus)
         if method == "auto":
             method = "ctxmem" if self.reranker is not None else "hybrid"
         if method not in (*METHODS, "ctxmem"):
             raise InputError(f"unknown method {method!r}; expected auto, ctxmem, {', '.join(METHODS)}")
         if method == "ctxmem" and self.reranker is None:
             raise InputError("method 'ctxmem' needs a trained model: ContextMemory(path, model=DIR)")
+        pointer = self.reranker.pointer if self.reranker is not None else None
+        mode = ("pointer" if pointer is not None else "concat") if history_mode == "auto" else history_mode
+        if mode not in HISTORY_MODES:
+            raise InputError(f"unknown history_mode {history_mode!r}; expected auto, {', '.join(HISTORY_MODES)}")
+        thread = _thread_of(history)
+        if thread is not None and mode == "slots" and method != "ctxmem":
+            raise InputError("history_mode 'slots' needs a trained model and method ctxmem")
+        if thread is not None and mode == "pointer" and pointer is None:
+            raise InputError("history_mode 'pointer' needs a model trained with a thread pointer (ctxmem-plugin train)")
         with self._guard:
+            text = query
+            if thread is not None and mode == "concat":
+                text = concat_query(query, self._thread_texts(thread, CONCAT_TURNS), CONCAT_TURNS)
+            elif thread is not None and mode == "pointer":
+                assert pointer is not None  # checked above
+                text = self._pointed(pointer, query, thread)
             if method == "bm25":  # BM25 alone needs no embedding: skip the encoder's ~20 ms
                 qv = np.zeros(self.dim, np.float32)
             else:
                 self._require_encoder()
-                qv = self.encoder.encode_query(query)
-            return self._search(query, qv, space, k, filters, method, offset, focus_space, given_focus=focus is not None)
+                qv = self.encoder.encode_query(text)
+            # The focus a re-ranking search follows up on: the searched namespace's own (None),
+            # the thread's (its namespace, or a vector from its messages), or none at all (zeros).
+            focus: ns.Namespace | np.ndarray | None = None
+            if thread is not None and method == "ctxmem":
+                if mode in ("concat", "pointer"):
+                    focus = np.zeros_like(qv)  # the thread is in the query text already
+                elif isinstance(thread, tuple):
+                    focus = thread
+                else:
+                    focus = self._thread_focus(thread, qv)
+            return self._search(text, qv, space, k, filters, method, offset, focus)
+
+    def _thread_texts(self, thread: ns.Namespace | list[Turn], count: int) -> list[str]:
+        """The last ``count`` texts of a thread, oldest first (read from its namespace if stored)."""
+        return [t.content for t in self._thread_turns(thread, count)[0]]
+
+    def _thread_turns(self, thread: ns.Namespace | list[Turn], count: int) -> tuple[list[Turn] | list[StoredTurn], list[int]]:
+        """The last ``count`` turns of a thread, oldest first, and their ids when it is stored."""
+        if isinstance(thread, tuple):
+            ids = self.store.ids_in(thread)[-count:].tolist()
+            return self.store.get(ids), ids
+        return thread[-count:], []
+
+    def _pointed(self, pointer: ThreadPointer, query: str, thread: ns.Namespace | list[Turn]) -> str:
+        """The query with the thread's turn it refers to (and the reply to that turn) before it."""
+        from ctxmem_plugin.reranker.thread import pointed_exchange  # torch: loaded with the model already
+
+        turns, ids = self._thread_turns(thread, pointer.config.slots)
+        if not turns:
+            return query
+        self._require_encoder()
+        if ids:  # a stored thread's turns are embedded already
+            stored = self.vectors(ids)
+            vectors = np.stack([stored[i] for i in ids])  # (t, d)
+        else:
+            vectors = self.encoder.encode([embed_text(t) for t in turns])  # type: ignore[arg-type]  # (t, d)
+        texts, roles = [t.content for t in turns], [t.role for t in turns]
+        said = pointed_exchange(pointer, query, self.encoder.encode_query(query), texts, roles, vectors)
+        return concat_query(query, [texts[i] for i in said], len(said))
+
+    def _thread_focus(self, turns: list[Turn], qv: np.ndarray) -> np.ndarray:
+        """The focus a thread given as messages leaves, as if its turns had been stored (zeros: none)."""
+        reranker = self.reranker
+        assert reranker is not None  # method ctxmem
+        self._require_encoder()
+        vectors = self.encoder.encode([embed_text(t) for t in turns])  # (t, d)
+        focus = reranker.focus_of_turns(vectors)
+        return np.zeros_like(qv) if focus is None else focus
 
     def _search(
         self, query: str, qv: np.ndarray, space: ns.Namespace, k: int, filters: Filters | None, method: str,
-        offset: int, focus_space: ns.Namespace, *, given_focus: bool,
+        offset: int, focus: ns.Namespace | np.ndarray | None,
     ) -> list[Hit]:
         """The pipeline of :meth:`search` for an embedded query, in one read snapshot."""
         with self.store.reading():  # every read of this search sees the same committed state
             if method == "ctxmem":
-                cands, rows = self._reranked(query, qv, space, filters, focus_space, given_focus=given_focus)
+                cands, rows = self._reranked(query, qv, space, filters, focus)
             else:
                 cands, rows = self.retriever.candidates(query, qv, space, filters, method=method), {}
             top = cands.top(k + offset)
@@ -510,24 +582,31 @@ class ContextMemory:
         ]
 
     def _reranked(
-        self, query: str, qv: np.ndarray, space: ns.Namespace, filters: Filters | None, focus_space: ns.Namespace,
-        *, given_focus: bool,
+        self, query: str, qv: np.ndarray, space: ns.Namespace, filters: Filters | None,
+        focus: ns.Namespace | np.ndarray | None,
     ) -> tuple[Candidates, dict[int, StoredTurn]]:
-        """Candidates re-scored by the trained model, and their rows (the features read them)."""
+        """Candidates re-scored by the trained model, and their rows (the features read them).
+
+        ``focus``: ``None`` for the searched namespace's own, a namespace for that one's, or a
+        vector (zeros: no focus at all).
+        """
         reranker = self.reranker
         assert reranker is not None  # checked by search()
+        focus_space = space if focus is None else focus if isinstance(focus, tuple) else None
         # A prefix holds no turns of its own, so it has no focus: then none is used. The focus
         # namespace's slots are computed once and reused when re-scoring.
         known = {focus_space: reranker.slots_for(focus_space)} if focus_space else {}
-        fvec = reranker.focus_of(focus_space, known[focus_space]) if known else None
+        if isinstance(focus, np.ndarray):
+            fvec: np.ndarray | None = focus if float(np.linalg.norm(focus)) > 0 else None
+        else:
+            fvec = reranker.focus_of(focus_space, known[focus_space]) if known else None
         cands = self.retriever.candidates(
             query, qv, space, filters, method="hybrid", pool=reranker.pool,
             probe=reranker.probe(qv, fvec), probe_pool=reranker.settings.focus_pool,
         )
-        if given_focus and fvec is None:
-            fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all
+        given = None if focus is None else (fvec if fvec is not None else np.zeros_like(qv))
         rows = {t.id: t for t in self.store.get(cands.ids.tolist())}
-        cands = reranker.rescore(cands, rows, self.retrieval, focus=fvec if given_focus else None, known=known)
+        cands = reranker.rescore(cands, rows, self.retrieval, focus=given, known=known)
         return cands, rows
 
     def search_by_vector(
@@ -583,13 +662,17 @@ class ContextMemory:
         with self._guard:
             return self.store.generation
 
-    def context(self, query: str, namespace: NamespaceLike = (), max_tokens: int = 1000, *, k: int = 20) -> str:
+    def context(
+        self, query: str, namespace: NamespaceLike = (), max_tokens: int = 1000, *, k: int = 20,
+        history: History | None = None,
+    ) -> str:
         """Prompt-ready text: the most relevant memories, with speaker and time, within a budget.
 
-        The best hits are taken while they fit in ``max_tokens`` (estimated as characters / 4),
-        then shown in the order they were said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
+        The best hits (``search(query, namespace, k=k, history=history)``) are taken while they
+        fit in ``max_tokens`` (estimated as characters / 4), then shown in the order they were
+        said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
         """
-        return render_hits(self.search(query, namespace, k=k), max_tokens)
+        return render_hits(self.search(query, namespace, k=k, history=history), max_tokens)
 
     def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
         """Which slots the query attends to, and which turns each of those slots holds most of."""
@@ -632,6 +715,22 @@ class ContextMemory:
     acontext = _async_twin(context)
     aexplain = _async_twin(explain)
     astats = _async_twin(stats)
+
+
+def _thread_of(history: History | None) -> ns.Namespace | list[Turn] | None:
+    """A search's thread: its namespace, its messages as turns, or None (no thread, or an empty one)."""
+    if history is None:
+        return None
+    if isinstance(history, str):
+        return ns.validate(history)
+    if isinstance(history, (Turn, Mapping)):
+        raise InputError("history must be a list of messages or a namespace, not one message")
+    items = list(history)
+    if not items:
+        return None
+    if all(isinstance(item, str) for item in items):
+        return ns.validate(items)
+    return [to_turn(m, f"history[{i}]") for i, m in enumerate(items)]
 
 
 def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:

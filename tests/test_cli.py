@@ -220,6 +220,25 @@ def test_query_json_parses_and_stays_in_its_namespace(tmp_path: Path, encoder: C
     )
 
 
+def test_query_asked_in_a_conversation(tmp_path: Path, encoder: CountingEncoder) -> None:
+    cli("ingest", EXAMPLES / "maya.jsonl", "--memory", tmp_path, "-n", "users/maya")
+    thread = tmp_path / "thread.json"
+    thread.write_text(json.dumps([{"role": "user", "content": "What is the name of Maya's corgi?"},
+                                  {"role": "assistant", "content": "Let me look."}]))
+    query = ["query", "and what breed?", "--memory", tmp_path, "-n", "users/maya", "-k", "3", "--json"]
+    with_file = cli_json(*query, "--history", thread)
+    # The same search as with the thread's messages given to the library.
+    with ContextMemory(tmp_path, encoder=encoder, read_only=True) as memory:
+        want = memory.search("and what breed?", ("users", "maya"), k=3, history=json.loads(thread.read_text()))
+    assert [h["id"] for h in with_file] == [h.id for h in want]  # type: ignore[union-attr]
+    assert any("Pretzel" in h["text"] for h in with_file)  # type: ignore[union-attr]
+    cli("ingest", thread, "--memory", tmp_path, "-n", "users/maya-now")
+    stored = cli_json(*query, "--history-namespace", "users/maya-now")
+    assert [h["id"] for h in stored] == [h["id"] for h in with_file]  # type: ignore[union-attr, index]
+    both = cli(*query, "--history", thread, "--history-namespace", "users/maya-now", code=2)
+    assert "not both" in both.output
+
+
 def test_query_text_output_ranks_hits(tmp_path: Path, encoder: CountingEncoder) -> None:
     cli("ingest", EXAMPLES / "book_club.txt", "--memory", tmp_path, "-n", "club")
     lines = cli("query", "What did Elif vote for?", "--memory", tmp_path, "-k", "3").stdout.splitlines()

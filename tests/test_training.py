@@ -136,47 +136,19 @@ def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) 
         # The conversation going on now mentions the referent; the follow-up names nothing.
         mem.add({"role": "user", "content": " ".join(referent[:4])}, ("u", "now"))
         query = "what was that again?"
-        hits = {h.id: h for h in mem.search(query, ("u", "history"), k=30, focus=("u", "now"))}
+        hits = {h.id: h for h in mem.search(query, ("u", "history"), k=30, history=("u", "now"), history_mode="slots")}
         assert ids[40] in hits and hits[ids[40]].signals["focus"]["rank"] == 1
+        # The same thread given as messages leaves the same focus: the same hits.
+        said = [{"role": "user", "content": " ".join(referent[:4])}]
+        again = mem.search(query, ("u", "history"), k=30, history=said, history_mode="slots")
+        assert [(h.id, round(h.score, 5)) for h in again] == [(h.id, round(h.score, 5)) for h in hits.values()]
         # An empty conversation has no focus: nothing is added, and no hit says "focus".
-        plain = mem.search(query, ("u", "history"), k=30, focus=("u", "nothing-yet"))
+        plain = mem.search(query, ("u", "history"), k=30, history=("u", "nothing-yet"), history_mode="slots")
         assert ids[40] not in {h.id for h in plain}
         assert not any("focus" in h.signals for h in plain)
         # By default the focus is the searched namespace's own: its latest turns.
         own = {h.id: h for h in mem.search(query, ("u", "history"), k=30)}
         assert ids[-1] in own and "focus" in own[ids[-1]].signals
-
-
-def test_benchmark_follow_ups_come_after_the_question_or_its_answer(tmp_path: Path) -> None:
-    from test_locomo import _sample, _write
-
-    from ctxmem_plugin.retrieval.text import embed_text
-    from ctxmem_plugin.evaluation.followups import eval_followups
-    from ctxmem_plugin.training.data import conversation_focus
-
-    (conv,) = load_conversations([_write(tmp_path, [_sample()])])
-    assert conv.answers == ["Tofu", "2023"]  # category 5 has no answer and is left out
-    assert conv.categories == [4, 2]
-    plain, answered = eval_followups(conv), eval_followups(conv, "answered")
-    assert [[t.content for t in turns] for turns, _, _ in plain] == [["What is Ann's cat called?"], ["Which year?"]]
-    assert [[(t.role, t.content) for t in turns] for turns, _, _ in answered] == [
-        [("user", "What is Ann's cat called?"), ("assistant", "Tofu")],
-        [("user", "Which year?"), ("assistant", "2023")],
-    ]
-    assert [(q, ev) for _, q, ev in plain] == [(q, ev) for _, q, ev in answered]
-    with pytest.raises(ValueError, match="context must be one of"):
-        eval_followups(conv, "later")
-    with pytest.raises(ValueError, match="needs an answer"):
-        eval_followups(replace(conv, answers=[]), "answered")
-    # The benchmark example's focus is the trace of both turns, as a memory would write them.
-    encoder = HashEncoder(64, "hash-64")
-    data = gather([conv], encoder, pool=10, cues_per_conversation=2, followups_per_conversation=2,
-                  extra_followups=lambda c: eval_followups(c, "answered"))
-    evals = [e for e in data.examples if e.kind == "followup-eval"]
-    assert len(evals) == 2
-    for e, (turns, _, _) in zip(evals, answered, strict=True):
-        want = conversation_focus(encoder.encode([embed_text(t) for t in turns]), data.focus_rate)
-        assert np.allclose(e.focus, want, atol=1e-6)
 
 
 def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Path) -> None:

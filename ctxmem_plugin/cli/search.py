@@ -21,6 +21,7 @@ from ctxmem_plugin.cli.app import (
     parse_namespace,
 )
 from ctxmem_plugin.records import Hit
+from ctxmem_plugin.retrieval.history import HISTORY_MODES
 
 SHOWN_CHARS = 300
 """Longest text shown per hit in text output (``--json`` gives it whole)."""
@@ -35,23 +36,39 @@ SHOWN_CHARS = 300
               help="Ranking: auto = ctxmem with --model, else hybrid.")
 @click.option("--filter", "filter_json", default=None, help='Metadata filter as JSON, e.g. \'{"session": {"$gte": 2}}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
-@click.option("--focus", "focus", default=None, metavar="NAMESPACE",
-              help="The conversation going on: a follow-up in TEXT refers to its latest turns (ctxmem; "
-                   "default: the searched namespace).")
+@click.option("--history", "history_file", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The conversation TEXT is asked in (a chat log in any supported format, oldest first): "
+                   "a follow-up such as 'and the painting?' is searched for what it refers to.")
+@click.option("--history-namespace", default=None, metavar="NAMESPACE",
+              help="The same, for a conversation stored in the memory under NAMESPACE.")
+@click.option("--history-mode", default="auto", show_default=True, type=click.Choice(["auto", *HISTORY_MODES]),
+              help="How the conversation is used: concat = its last turns joined to TEXT; pointer = the turn "
+                   "TEXT refers to (the model's thread pointer); slots = the model's focus slot; "
+                   "auto = pointer with a --model that has one, else concat.")
 @model_options
 @handle_errors
 def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
-          focus: str | None, model: Path | None, encoder: Path | None, device: str) -> None:
-    """Ask the memory: the turns most relevant to TEXT."""
+          history_file: Path | None, history_namespace: str | None, history_mode: str, model: Path | None,
+          encoder: Path | None, device: str) -> None:
+    """Ask the memory: the turns most relevant to TEXT (asked after --history, if given)."""
     from ctxmem_plugin.namespaces import format_namespace
     from ctxmem_plugin.retrieval.context import format_hit
 
     space = parse_namespace(namespace, allow_empty=True)
-    focus_space = parse_namespace(focus) if focus is not None else None
+    if history_file is not None and history_namespace is not None:
+        raise UsageFailure("give --history or --history-namespace, not both")
+    history: Any = None
+    if history_file is not None:
+        from ctxmem_plugin.formats import read_log
+
+        history = [st.turn for st in read_log(history_file).turns]
+    elif history_namespace is not None:
+        history = parse_namespace(history_namespace)
     filters = _parse_filter(filter_json)
     memory = open_memory(memory_dir, read_only=True, model=model, encoder=encoder, device=device)
     empty = nothing_under(memory, space)
-    hits = [] if empty else memory.search(text, space, k=k, filters=filters, method=method, focus=focus_space)
+    hits = [] if empty else memory.search(text, space, k=k, filters=filters, method=method, history=history,
+                                          history_mode=history_mode)
     if as_json:
         click.echo(dumps_hits(hits))
         if empty:

@@ -25,9 +25,11 @@ from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.encoders.tuned import bundled_encoder
 from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.records import StoredTurn
-from ctxmem_plugin.reranker.checkpoint import load_model, read_config
+from ctxmem_plugin.reranker.checkpoint import load_model, load_thread_pointer, read_config
 from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.model import CtxMemModel
+from ctxmem_plugin.reranker.slots import focus_trace
+from ctxmem_plugin.reranker.thread import ThreadPointer
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
 from ctxmem_plugin.retrieval.hybrid import Candidates, RetrievalConfig
 from ctxmem_plugin.storage.base import MemoryStore
@@ -88,6 +90,9 @@ class Reranker:
         self.store = store  # type: ignore[assignment]  # bound by ContextMemory once opened
         self.device = device
         self.path: Path | None = None
+        # What a follow-up refers to in its thread (``search(history_mode="pointer")``); None for
+        # a model trained before the pointer existed.
+        self.pointer: ThreadPointer | None = None
         cfg = model.config
         unknown = [name for name in cfg.feature_names if name not in FEATURE_NAMES]
         if unknown:
@@ -104,6 +109,7 @@ class Reranker:
         document = json.loads((directory / "config.json").read_text())
         runtime = cls(model, RuntimeSettings.from_extra(extra), str(document["weights_sha256"])[:16], store, dev)
         runtime.path = directory
+        runtime.pointer = load_thread_pointer(directory)
         return runtime
 
     @property
@@ -203,6 +209,17 @@ class Reranker:
             return None
         slots = self.slots_for(namespace) if slots is None else slots
         focus = self.model.focus(slots)[0].cpu().numpy()  # type: ignore[index]
+        return focus if float(np.linalg.norm(focus)) > 1e-6 else None
+
+    @torch.no_grad()
+    def focus_of_turns(self, vectors: np.ndarray) -> np.ndarray | None:
+        """The focus after a thread given as turn embeddings ``(t, d)``, oldest first, written from an
+        empty one (as :meth:`focus_of` would find it had they been stored); None without a focus or turns."""
+        if not self.model.config.slots.has_focus or len(vectors) == 0:
+            return None
+        turns = torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(self.device).unsqueeze(0)  # (1, t, d)
+        start = torch.zeros(1, turns.shape[-1], device=self.device)  # (1, d)
+        focus = focus_trace(start, turns, None, self.model.config.slots.focus_rate)[0].cpu().numpy()  # (d,)
         return focus if float(np.linalg.norm(focus)) > 1e-6 else None
 
     def probe(self, query_vector: np.ndarray, focus: np.ndarray | None) -> np.ndarray | None:

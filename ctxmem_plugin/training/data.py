@@ -67,7 +67,7 @@ class Example:
     """One query with its candidate list; ``cand`` indexes the conversation's turns."""
 
     conv: int
-    kind: str  # "question", "cue", "reply", "followup" or "followup-eval" (benchmark only)
+    kind: str  # "question", "cue", "reply" or "followup"; a benchmark may add its own kinds
     query: np.ndarray  # (d,)
     features: np.ndarray  # (n, F)
     cand: np.ndarray  # (n,) int64 positions in the conversation
@@ -75,7 +75,7 @@ class Example:
     focus: np.ndarray  # (d,) the focus the query is asked in (zeros: none)
 
 TRAIN_KINDS = frozenset({"question", "cue", "reply", "followup"})
-"""The kinds training learns from; ``followup-eval`` examples exist for the benchmark alone."""
+"""The kinds training learns from; examples of other kinds (a benchmark's) are never trained on."""
 
 
 @dataclass
@@ -193,7 +193,6 @@ def gather(
     followups_per_conversation: int = FOLLOWUPS_PER_CONVERSATION,
     focus_rate: float = 0.5,
     focus_pool: int = 50,
-    extra_followups: Callable[[Conversation], Sequence[FollowUp]] | None = None,
     slot_feature_dim: int = 8,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -202,9 +201,6 @@ def gather(
 
     ``focus_rate`` and ``focus_pool`` must be the model's (``TrainConfig``): with a focus,
     each query's candidates include the ``focus_pool`` turns nearest to its focus probe.
-    ``extra_followups`` gives each conversation more follow-ups, gathered as ``followup-eval``
-    examples that training never sees (a benchmark's, e.g.
-    :func:`ctxmem_plugin.evaluation.followups.eval_followups`).
     """
     from ctxmem_plugin.memory import ContextMemory
 
@@ -232,19 +228,15 @@ def gather(
             queries = [("question", q, ev, own) for q, ev in conv.questions]
             queries += [(kind, text, ev, own) for kind, text, ev in make_cues(conv, rng, cues_per_conversation)]
             follow = make_followups(conv, rng, followups_per_conversation) if focus_rate > 0 else []
-            kinds = ["followup"] * len(follow)
-            if extra_followups is not None and focus_rate > 0:
-                follow += list(extra_followups(conv))
-                kinds += ["followup-eval"] * (len(follow) - len(kinds))
             if follow:
                 # The context turns open a new conversation: the focus is their trace alone, each
                 # turn embedded as a memory embeds a stored turn.
                 contexts = encoder.encode([embed_text(t) for turns, _, _ in follow for t in turns])
                 start = 0
-                for kind, (turns, text, ev) in zip(kinds, follow):
+                for turns, text, ev in follow:
                     cv = contexts[start : start + len(turns)]
                     start += len(turns)
-                    queries.append((kind, text, ev, conversation_focus(cv, focus_rate)))
+                    queries.append(("followup", text, ev, conversation_focus(cv, focus_rate)))
             qvecs = encoder.encode([q for _, q, _, _ in queries]) if queries else np.zeros((0, dim), np.float32)
             for (kind, text, positives, focus), qv in zip(queries, qvecs):
                 probe = focus_probe(qv, focus) if focus_pool else None

@@ -5,8 +5,8 @@ on (the focus slot of the slot memory) says what "it" is. Training teaches the m
 queries with self-supervised examples built from any log: a *context* turn mentions a turn of
 the history (some of its content words), then one of :data:`TRAIN_TEMPLATES` must find it.
 
-The benchmark (:mod:`ctxmem_plugin.evaluation.followups`) asks with other wordings, so a model
-cannot score by having seen the exact phrasing.
+The conversational benchmark (:mod:`ctxmem_plugin.evaluation.conversation`) asks with other
+wordings, so a model cannot score by having seen the exact phrasing.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ rebuilt from their role and content.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,21 @@ def to_turn(message: BaseMessage, metadata: dict[str, Any] | None = None, *, key
     if key is not None:
         turn["key"] = key
     return turn
+
+
+def thread_history(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """The user and assistant messages of a thread that say something, as ``search(history=...)`` takes them.
+
+    Tool calls, tool results and system messages are left out: they are not what a follow-up
+    refers to.
+    """
+    out = []
+    for message in messages:
+        role = ROLES.get(message.type)
+        text = message_text(message).strip()
+        if role in ("user", "assistant") and text:
+            out.append({"role": role, "content": text})
+    return out
 
 
 def from_turn(turn: StoredTurn) -> BaseMessage:

@@ -30,8 +30,10 @@ class CtxMemMemory(BaseMemory):
         memory: the ``ContextMemory``.
         namespace: where this conversation is saved and searched (a prefix search: saving
             under ``("u1", "s1")`` and searching ``("u1",)`` finds every session of ``u1``).
-        search_namespace: the prefix searched on load; ``None`` = ``namespace``. ``namespace``
-            stays the focus of the search (the conversation a follow-up refers to).
+        search_namespace: the prefix searched on load; ``None`` = ``namespace``. The
+            conversation under ``namespace`` is the thread the input is asked in
+            (``ContextMemory.search(history=namespace)``): a follow-up is searched for what it
+            refers to.
         memory_key: the chain input variable the memories are put in.
         input_key / output_key: which input / output is the human / AI text (``None`` = the
             only one, as in ``ConversationBufferMemory``).
@@ -76,9 +78,9 @@ class CtxMemMemory(BaseMemory):
         query = str(inputs[self._key(inputs, self.input_key, "input")])
         if not query.strip():
             return {self.memory_key: [] if self.return_messages else ""}
-        # This conversation is the focus even when a wider prefix is searched: with a trained
-        # model, a follow-up ("what was its name again?") is resolved against its latest turns.
-        hits = self.memory.search(query, self.search_namespace or self.namespace, k=self.k, focus=self.namespace)
+        # The input is asked in this conversation, even when a wider prefix is searched: a
+        # follow-up ("what was its name again?") is searched for what its latest turns say.
+        hits = self.memory.search(query, self.search_namespace or self.namespace, k=self.k, history=self.namespace)
         chosen = pack_hits(hits, self.max_tokens)
         if self.return_messages:
             messages: list[BaseMessage] = [

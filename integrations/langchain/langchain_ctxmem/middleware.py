@@ -1,7 +1,8 @@
 """CtxMemMiddleware: long-term memory for ``create_agent``, injected into each model call.
 
-Before every model call it searches the user's namespace for the latest user message and adds
-the best hits, within a token budget, to the system message. After the agent finishes it
+Before every model call it searches the user's namespace for the latest user message, asked in
+the running thread (``search(history=...)``: a follow-up such as "and the painting?" is searched
+for what it refers to), and adds the best hits, within a token budget, to the system message. After the agent finishes it
 writes the run's user and assistant messages into ``(*user namespace, thread id)``, so the
 next conversation of the same user (another thread) can recall them, and no other user can.
 """
@@ -21,7 +22,7 @@ from langgraph.runtime import Runtime
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import Hit
 from ctxmem_plugin.retrieval.context import render_hits
-from langchain_ctxmem._messages import ROLES, message_text, to_turn
+from langchain_ctxmem._messages import ROLES, message_text, thread_history, to_turn
 from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
 from langchain_ctxmem.tools import create_memory_tools
 
@@ -84,23 +85,22 @@ class CtxMemMiddleware(AgentMiddleware):
 
     # -- recall ---------------------------------------------------------------------------
 
-    def recall(self, query: str, runtime: Runtime[Any] | None) -> list[Hit]:
-        """The hits for ``query`` in the run's user namespace (other threads only, by default)."""
+    def recall(self, query: str, runtime: Runtime[Any] | None, history: Sequence[BaseMessage] = ()) -> list[Hit]:
+        """The hits for ``query`` asked after ``history`` (the thread's earlier messages), in the
+        run's user namespace (other threads only, by default)."""
         context = getattr(runtime, "context", None)
         space = resolve(self.namespace, context)
         current = thread_id(runtime)
         filters = {"thread_id": {"$ne": current}} if current and self.exclude_current_thread else None
-        key = (space, current if filters else None, query)
+        thread = thread_history(history)
+        key = (space, current if filters else None, query, tuple((m["role"], m["content"]) for m in thread))
         generation = self.memory.generation
         with self._recalled_lock:
             cached = self._recalled.get(key)
             if cached is not None and cached[0] == generation:
                 self._recalled.move_to_end(key)
                 return list(cached[1])
-        # The thread going on is the focus: a follow-up ("and what did she say about it?")
-        # is resolved against its latest turns even though they are not searched themselves.
-        focus = thread_namespace(space, current) if current else None
-        hits = self.memory.search(query, space, k=self.k, filters=filters, focus=focus)
+        hits = self.memory.search(query, space, k=self.k, filters=filters, history=thread)
         with self._recalled_lock:
             self._recalled[key] = (generation, hits)
             while len(self._recalled) > _RECALL_CACHE_SIZE:
@@ -112,11 +112,13 @@ class CtxMemMiddleware(AgentMiddleware):
         return render_hits(hits, self.max_tokens, header=self.header)
 
     def with_memories(self, request: ModelRequest) -> ModelRequest:
-        """``request`` with the memories for its latest user message added to the system message."""
-        query = _latest_user_text(request.messages)
-        if not query:
+        """``request`` with the memories for its latest user message (asked after the messages
+        before it) added to the system message."""
+        at = _latest_user(request.messages)
+        query = message_text(request.messages[at]).strip() if at is not None else ""
+        if at is None or not query:
             return request
-        block = self.render(self.recall(query, request.runtime))
+        block = self.render(self.recall(query, request.runtime, request.messages[:at]))
         if not block:
             return request
         return request.override(system_message=_extend(request.system_message, block))
@@ -158,11 +160,12 @@ class CtxMemMiddleware(AgentMiddleware):
         return await asyncio.to_thread(self.after_agent, state, runtime)
 
 
-def _latest_user_text(messages: Sequence[BaseMessage]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message_text(message).strip()
-    return ""
+def _latest_user(messages: Sequence[BaseMessage]) -> int | None:
+    """The index of the latest user message, if any."""
+    for at in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[at], HumanMessage):
+            return at
+    return None
 
 
 def _extend(system: SystemMessage | None, block: str) -> SystemMessage:

@@ -7,12 +7,14 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 from ctxmem_plugin import namespaces as core_ns
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import Hit
+from langchain_ctxmem._messages import thread_history
 
 
 class CtxMemRetriever(BaseRetriever):
@@ -29,10 +31,11 @@ class CtxMemRetriever(BaseRetriever):
         k: how many documents to return; ``invoke(query, k=...)`` overrides it per call.
         filters: ctxmem metadata filters, e.g. ``{"session": {"$gte": 3}}``.
         method: ``auto``, ``ctxmem``, ``hybrid``, ``bm25`` or ``dense``.
-        focus: the namespace of the conversation going on, when it is kept apart from the
-            history searched: with a trained model, a follow-up ("and what did she say about
-            it?") is resolved against its latest turns (``ContextMemory.search(focus=...)``).
-            ``None``: the searched namespace's own. ``invoke(query, focus=...)`` overrides it.
+        history: the conversation the queries are asked in (``ContextMemory.search(history=...)``):
+            the namespace where it is stored, or its messages (LangChain messages or
+            ``{"role", "content"}`` dicts), so that a follow-up ("and what did she say about
+            it?") is searched for what it refers to. ``None``: the query alone.
+            ``invoke(query, history=...)`` overrides it.
 
     Example:
         >>> retriever = CtxMemRetriever(memory=mem, namespace=("user-42",), k=5)  # doctest: +SKIP
@@ -46,17 +49,17 @@ class CtxMemRetriever(BaseRetriever):
     k: int = Field(default=4, ge=0)
     filters: dict[str, Any] | None = None
     method: str = "auto"
-    focus: tuple[str, ...] | None = None
+    history: tuple[str, ...] | list[Any] | None = None
 
     @field_validator("namespace", mode="before")
     @classmethod
     def _namespace(cls, value: Sequence[str] | str) -> tuple[str, ...]:
         return core_ns.validate(value, allow_empty=True)
 
-    @field_validator("focus", mode="before")
+    @field_validator("history", mode="before")
     @classmethod
-    def _focus(cls, value: Sequence[str] | str | None) -> tuple[str, ...] | None:
-        return None if value is None else core_ns.validate(value)
+    def _history(cls, value: Any) -> tuple[str, ...] | list[Any] | None:
+        return _as_history(value)
 
     def _get_relevant_documents(
         self,
@@ -65,7 +68,7 @@ class CtxMemRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         filters: dict[str, Any] | None = None,
-        focus: Sequence[str] | str | None = None,
+        history: Any = None,
     ) -> list[Document]:
         hits = self.memory.search(
             query,
@@ -73,9 +76,22 @@ class CtxMemRetriever(BaseRetriever):
             k=self.k if k is None else k,
             filters=self.filters if filters is None else filters,
             method=self.method,
-            focus=self.focus if focus is None else focus,
+            history=self.history if history is None else _as_history(history),
         )
         return [hit_to_document(h) for h in hits]
+
+
+def _as_history(value: Any) -> tuple[str, ...] | list[Any] | None:
+    """A retriever's history: a namespace tuple, or the messages (LangChain ones as text dicts)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or (isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)):
+        return core_ns.validate(value)
+    if not isinstance(value, Sequence):
+        raise ValueError(f"history must be a namespace or a list of messages, got {type(value).__name__}")
+    if all(isinstance(m, BaseMessage) for m in value):
+        return thread_history(value)
+    return list(value)  # dicts or Turns: ContextMemory.search validates them
 
 
 def hit_to_document(hit: Hit) -> Document:

@@ -7,7 +7,7 @@ model cannot read or write another user's memory whatever it is told.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain.tools import ToolRuntime
@@ -15,7 +15,8 @@ from langchain_core.tools import BaseTool, StructuredTool
 
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.retrieval.context import format_hit
-from langchain_ctxmem._scope import resolve, thread_id, thread_namespace
+from langchain_ctxmem._messages import thread_history
+from langchain_ctxmem._scope import resolve
 
 SAVED = "saved"
 """Sub-namespace (under the user's) where facts saved by the tool live."""
@@ -44,10 +45,11 @@ def create_memory_tools(
     def search_memory(query: str, runtime: ToolRuntime[Any, Any]) -> str:
         """Search long-term memory (past conversations and saved facts) for what is relevant to the query."""
         space = resolve(template, runtime.context, runtime.config)
-        # The run's thread is the focus, as for the middleware's recall: a query such as "what
-        # did I say about it?" is resolved against the thread's latest saved turns.
-        current = thread_id(None, runtime.config)
-        hits = memory.search(query, space, k=k, focus=thread_namespace(space, current) if current else None)
+        # Asked in the run's thread, as the middleware's recall is: a query such as "what did I
+        # say about it?" is searched for what the thread's latest turns talk about.
+        state = runtime.state
+        messages = state.get("messages", []) if isinstance(state, Mapping) else getattr(state, "messages", [])
+        hits = memory.search(query, space, k=k, history=thread_history(messages or []))
         return "\n".join(format_hit(h) for h in hits) or "No memories found."
 
     # The memory is synchronous (SQLite, FAISS, the encoder): the async twins run it in a thread.

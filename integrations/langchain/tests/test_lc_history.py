@@ -62,8 +62,8 @@ def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory, 
     history = mem.load_memory_variables({"input": "what instrument does Ana play?"})["history"]
     assert "Human: My sister Ana plays the cello" in history
     assert "bicycle" not in history
-    # The wider prefix is searched, and this conversation is the focus a follow-up refers to.
-    assert search_calls[-1][0][1] == ("users", "u1") and search_calls[-1][1]["focus"] == ("users", "u1", "s1")
+    # The wider prefix is searched, the input asked in this conversation (a follow-up's history).
+    assert search_calls[-1][0][1] == ("users", "u1") and search_calls[-1][1]["history"] == ("users", "u1", "s1")
     as_messages = mem.model_copy(update={"return_messages": True}).load_memory_variables({"input": "cello"})["history"]
     assert isinstance(as_messages[0], HumanMessage)
     mem.clear()

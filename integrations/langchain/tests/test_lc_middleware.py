@@ -183,9 +183,10 @@ def test_memory_tools_are_scoped_to_the_user(
     assert "allergic to peanuts" in out["messages"][-2].content  # the tool result
     out = _ask(agent, "Am I allergic to anything?", "bob", "t3")
     assert "peanuts" not in out["messages"][-2].content
-    # The tool searches the user's namespace, with the thread going on as the focus.
+    # The tool searches the user's namespace, asked in the thread going on.
     tool_call = [c for c in search_calls if c[0][0] == "allergic peanuts"][-1]
-    assert tool_call[0][1] == ("users", "bob") and tool_call[1]["focus"] == ("users", "bob", "t3")
+    assert tool_call[0][1] == ("users", "bob")
+    assert tool_call[1]["history"] == [{"role": "user", "content": "Am I allergic to anything?"}]
 
 
 @pytest.fixture(scope="module")
@@ -221,13 +222,18 @@ def test_tool_rounds_reuse_the_recall_until_memory_changes(
     assert len(search_calls) == 2 and len(c) == 2
 
 
-def test_the_current_thread_is_the_focus_of_the_search(
+def test_the_running_thread_is_the_history_of_the_search(
     model: RecordingChatModel, memory: ContextMemory, search_calls: list[Any]
 ) -> None:
     agent = _agent(model, memory)
-    _ask(agent, "I adopted a greyhound called Comet.", "alice", "t1")
+    _ask(agent, "I adopted a greyhound called Comet.", "alice", "t2")
     _ask(agent, "And what did I say about it?", "alice", "t2")
-    # The thread going on is searched for context (its latest turns), never for hits.
-    kwargs = search_calls[-1][1]
-    assert kwargs["focus"] == ("users", "alice", "t2")
+    # The query is asked after the thread's earlier messages; the thread itself is never a hit.
+    args, kwargs = search_calls[-1]
+    assert args[0] == "And what did I say about it?"
+    assert kwargs["history"] == [{"role": "user", "content": "I adopted a greyhound called Comet."},
+                                 {"role": "assistant", "content": "ok"}]
     assert kwargs["filters"] == {"thread_id": {"$ne": "t2"}}
+    # A new thread has no history yet.
+    _ask(agent, "Hello again", "alice", "t3")
+    assert search_calls[-1][1]["history"] == []

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from ctxmem_plugin.errors import NamespaceError
@@ -134,17 +135,22 @@ def test_retriever_respects_namespace_and_metadata(memory: ContextMemory) -> Non
     assert [d.page_content for d in docs] == ["Bob's dog is Rex"]
 
 
-def test_retriever_passes_the_conversation_going_on_as_the_focus(
+def test_retriever_passes_the_conversation_going_on_as_the_history(
     memory: ContextMemory, search_calls: list[Any]
 ) -> None:
     memory.add([{"role": "user", "content": "I adopted a greyhound called Comet."}], ("users", "alice", "history"))
-    retriever = CtxMemRetriever(memory=memory, namespace="users/alice", focus=("users", "alice", "t2"), k=3)
+    retriever = CtxMemRetriever(memory=memory, namespace="users/alice", history=("users", "alice", "t2"), k=3)
     assert retriever.namespace == ("users", "alice")
     docs = retriever.invoke("what was its name again?")
     assert [d.page_content for d in docs] == ["I adopted a greyhound called Comet."]
-    assert search_calls[-1][1]["focus"] == ("users", "alice", "t2")
-    retriever.invoke("and its age?", focus=("users", "alice", "t3"))  # a per-call focus wins
-    assert search_calls[-1][1]["focus"] == ("users", "alice", "t3")
-    assert CtxMemRetriever(memory=memory).focus is None
+    assert search_calls[-1][1]["history"] == ("users", "alice", "t2")
+    retriever.invoke("and its age?", history="users/alice/t3")  # a per-call history wins
+    assert search_calls[-1][1]["history"] == ("users", "alice", "t3")
+    # LangChain messages become the role and text of those that say something.
+    thread = [HumanMessage(content="Tell me about Comet"), AIMessage(content="", tool_calls=[]), AIMessage(content="A greyhound.")]
+    retriever.invoke("and its age?", history=thread)
+    assert search_calls[-1][1]["history"] == [{"role": "user", "content": "Tell me about Comet"},
+                                              {"role": "assistant", "content": "A greyhound."}]
+    assert CtxMemRetriever(memory=memory).history is None
     with pytest.raises(NamespaceError):
-        CtxMemRetriever(memory=memory, focus=())  # a focus is a conversation, never the root
+        CtxMemRetriever(memory=memory, history="")  # a stored thread is a conversation, never the root
