@@ -20,13 +20,14 @@ re-ranker for all):
 Each method is ranked twice: by the untrained ``hybrid`` ranking, and by the fold's trained
 re-ranker (``model``; one-member models, one per seed, as ``train`` trains a member). ``k``
 and the decay are chosen by the untrained ranking of the training conversations' threads, so
-that no trained model scores conversations it was trained on.
+that no trained model scores conversations it was trained on. With ``--seeds ""`` only the
+untrained rankings are scored; they come from the cache without embedding a thread.
 
 Everything expensive is cached in ``--cache DIR`` (the memory of the conversations, the
 hybrid rankings of every setting, the re-ranker's training data and each fold's models), keyed
 by what it depends on.
 
-    python benchmarks/conversation.py [--file DEV.json] [--questions 50] [--folds all]
+    python benchmarks/conversation.py [--file DEV.json] [--questions 40] [--folds all]
         [--seeds 0,1,2] [--epochs 5] [--cache DIR] [--out benchmarks/results/conversation.json]
 """
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,12 +45,19 @@ import numpy as np
 import torch
 
 from ctxmem_plugin.encoders import SentenceEncoder
-from ctxmem_plugin.evaluation.conversation import KINDS, Thread, build_threads, cell_of, recall_at, recall_table
+from ctxmem_plugin.evaluation.conversation import (
+    KINDS,
+    Thread,
+    build_threads,
+    decayed_query_vector,
+    recall_at,
+    recall_table,
+)
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.reranker.checkpoint import load_model
 from ctxmem_plugin.reranker.inputs import focus_probe
 from ctxmem_plugin.retrieval.features import candidate_features
-from ctxmem_plugin.retrieval.history import concat_query, decayed_query_vector
+from ctxmem_plugin.retrieval.history import concat_query
 from ctxmem_plugin.retrieval.text import embed_text
 from ctxmem_plugin.training.data import (
     Conversation,
@@ -62,8 +69,6 @@ from ctxmem_plugin.training.data import (
     load_dataset,
     save_dataset,
 )
-from ctxmem_plugin.reranker.thread import QUERY_COLUMNS, TURN_COLUMNS, ThreadPointer, ThreadPointerConfig, pointed_exchange
-from ctxmem_plugin.training.threads import PointerData, make_threads, pointer_data, train_pointer
 from ctxmem_plugin.training.trainer import TrainConfig, score_examples, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,12 +104,16 @@ class Bench:
             ids = [t.id for page in memory.iter_turns(space(c.name)) for t in page]
             assert len(ids) == len(c.turns)
             self.position.update((turn_id, p) for p, turn_id in enumerate(ids))
-        texts = sorted({embed_text(t) for th in threads for t in th.turns} | {th.query for th in threads})
-        vecs = memory.encoder.encode(texts)
-        self._vec = dict(zip(texts, vecs))
+        self._vec: dict[str, np.ndarray] = {}  # thread turns and queries, embedded by prepare()
         self._encoded: dict[str, np.ndarray] = {}
         self._tops: dict[bytes, np.ndarray] = {}
         self._examples: dict[bytes, Example] = {}  # one fold's: cleared between folds
+
+    def prepare(self, threads: Sequence[Thread]) -> None:
+        """Embed the threads' turns and queries (once): only the threads a run scores are embedded."""
+        texts = sorted(({embed_text(t) for th in threads for t in th.turns} | {th.query for th in threads}) - set(self._vec))
+        if texts:
+            self._vec.update(zip(texts, self.memory.encoder.encode(texts)))
 
     def turn_vectors(self, thread: Thread) -> np.ndarray:
         return np.stack([self._vec[embed_text(t)] for t in thread.turns])  # (t, d)
@@ -120,7 +129,7 @@ class Bench:
             self._encoded.update(zip(part, self.memory.encoder.encode(part)))
         return {t: self._encoded[t] for t in texts}
 
-    def candidates(self, thread: Thread, req: Request):  # noqa: ANN201 (Candidates)
+    def candidates(self, thread: Thread, req: Request):
         probe = focus_probe(req.vector, req.focus) if req.probe else None
         return self.memory.retriever.candidates(
             req.text, req.vector, space(thread.conversation), method="hybrid", pool=POOL, probe=probe,
@@ -129,7 +138,7 @@ class Bench:
 
     def hybrid_top(self, thread: Thread, req: Request) -> np.ndarray:
         key = req.key() + thread.conversation.encode()
-        if key not in self._tops:  # methods often make the same request (a pointer that points nowhere)
+        if key not in self._tops:  # methods often make the same request (concat-k of a thread shorter than k)
             cands = self.candidates(thread, req)
             ranked = cands.ids[np.lexsort((cands.ids, -cands.score))][:TOP]
             self._tops[key] = np.array([self.position[int(i)] for i in ranked], dtype=np.int64)
@@ -184,25 +193,10 @@ def slots(bench: Bench, thread: Thread) -> Request:
     return Request(thread.query, qv, focus, True)
 
 
-POINTER_STYLES = ("exchange", "focus")
-"""What the thread pointer's read-out becomes: the pointed exchange joined to the query (as search
-does it), or the pointed turn's vector as the re-ranker's focus (its probe widens the candidates)."""
-
-
-def pointer(ptr: ThreadPointer, style: str) -> Callable[[Bench, Thread], Request]:
-    def make(bench: Bench, thread: Thread) -> Request:
-        qv = bench.query_vector(thread)
-        texts = [t.content for t in thread.turns]
-        said = pointed_exchange(ptr, thread.query, qv, texts, [t.role for t in thread.turns], bench.turn_vectors(thread))
-        if not said:
-            return alone(bench, thread)
-        if style == "focus":
-            return Request(thread.query, qv, bench.turn_vectors(thread)[said[0]], True)
-        text = concat_query(thread.query, [texts[i] for i in said], len(said))
-        v = bench.encode([text])[text]
-        return Request(text, v, np.zeros_like(v), False)
-
-    return make
+def _trained(model_dir: Path, epochs: int) -> bool:
+    """Whether a cached model finished all its epochs (a stopped run leaves a log of fewer)."""
+    log = model_dir / "train_log.json"
+    return log.is_file() and len(json.loads(log.read_text()).get("epochs", [])) == epochs
 
 
 def save_top(path: Path, ranked: Sequence[np.ndarray]) -> None:
@@ -232,16 +226,13 @@ def requests(bench: Bench, make: Callable[[Bench, Thread], Request], threads: Se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
-    parser.add_argument("--questions", type=int, default=50, help="questions per conversation made into threads")
+    parser.add_argument("--questions", type=int, default=40, help="questions per conversation made into threads")
     parser.add_argument("--thread-seed", type=int, default=0)
     parser.add_argument("--folds", default="all", help="'all' or comma-separated held-out conversations")
     parser.add_argument("--seeds", default="0,1,2", help="re-ranker seeds (one-member models)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--concat-ks", default="1,2,3,4,5,6,7")
     parser.add_argument("--decays", default="0,0.25,0.5,0.75,1")
-    parser.add_argument("--pointer", default="", help=f"thread pointer read-outs to run too: {','.join(POINTER_STYLES)}")
-    parser.add_argument("--pointer-seeds", default="0,1,2", help="seeds of the thread pointer (its initialisation and order)")
-    parser.add_argument("--pointer-threads", type=int, default=300, help="self-supervised threads per conversation")
     parser.add_argument("--cost", type=int, default=0,
                         help="instead of the folds: time N held-out threads of the first fold per method (one thread of torch)")
     parser.add_argument("--cost-out", default=str(REPO / "benchmarks/results/conversation_cost.json"))
@@ -271,7 +262,7 @@ def main() -> None:
             memory.write([st.entry(space(c.name)) for st in c.turns])
         memory.flush()
     bench = Bench(convs, threads, memory, cfg.focus_rate)
-    timings["memory_and_thread_embeddings"] = time.perf_counter() - t0
+    timings["memory"] = time.perf_counter() - t0
 
     # Untrained rankings of every setting, for every thread: choosing k and the decay needs
     # them on the training conversations, and the held-out rows come from the same arrays.
@@ -288,6 +279,7 @@ def main() -> None:
             hybrid_top = {name: z[name] for name in settings}
     else:
         hybrid_top = {}
+        bench.prepare(threads)
         for name, make in settings.items():
             if name.startswith("concat"):  # one batched encode of every concatenation first
                 k = int(name.split("-")[1])
@@ -315,36 +307,10 @@ def main() -> None:
         save_dataset(data, data_path)
     timings["train_data"] = time.perf_counter() - t0
 
-    # The thread pointer: self-supervised threads from every conversation, encoded once; each
-    # fold's pointer learns from its training conversations' threads alone.
-    pointer_inputs: dict[str, PointerData] = {}
-    trained_pointers: dict[tuple[str, int], ThreadPointer] = {}
-    if args.pointer:
-        t0 = time.perf_counter()
-        pointer_cfg = ThreadPointerConfig()
-        for c in convs:
-            version = hashlib.sha256(json.dumps([TURN_COLUMNS, QUERY_COLUMNS, pointer_cfg.slots]).encode()).hexdigest()[:8]
-            path = cache / f"pointer-{file_sha}-{c.name}-{args.thread_seed}-{args.pointer_threads}-{version}.npz"
-            if not path.is_file():
-                made = make_threads(c, random.Random(f"{args.thread_seed}:{c.name}"), args.pointer_threads, slots=pointer_cfg.slots)
-                part = pointer_data(made, encoder, pointer_cfg.slots)
-                np.savez(path, turns=part.turns, null=part.null, target=part.target)
-            with np.load(path) as z:
-                pointer_inputs[c.name] = PointerData(z["turns"], z["null"], z["target"])
-        timings["pointer_threads"] = time.perf_counter() - t0
-
-    def pointers(held: str, seed: int) -> ThreadPointer:
-        if (held, seed) not in trained_pointers:
-            parts = [pointer_inputs[n] for n in names if n != held]
-            joined = PointerData(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("turns", "null", "target")))
-            trained_pointers[held, seed] = train_pointer(joined, ThreadPointerConfig(), seed=seed)
-        return trained_pointers[held, seed]
-
     folds = names if args.folds == "all" else args.folds.split(",")
     seeds = [int(s) for s in args.seeds.split(",") if s]  # none: the untrained rankings alone
-    pointer_seeds = [int(s) for s in args.pointer_seeds.split(",") if s]
     if args.cost:
-        measure_cost(args, bench, data, folds[0], seeds[0], pointers, cache, file_sha)
+        measure_cost(args, bench, data, folds[0], seeds[0], cache, file_sha)
         memory.close()
         return
     rows: list[dict[str, object]] = []
@@ -353,6 +319,8 @@ def main() -> None:
         train_idx = [i for i, th in enumerate(threads) if th.conversation != held]
         held_idx = [i for i, th in enumerate(threads) if th.conversation == held]
         held_threads = [threads[i] for i in held_idx]
+        if seeds:  # the untrained rankings come from the first pass: only the re-ranker needs the threads embedded
+            bench.prepare(held_threads)
         bench._examples.clear()
 
         def train_recall(name: str) -> float:
@@ -364,9 +332,6 @@ def main() -> None:
         variants: dict[str, Callable[[Bench, Thread], Request]] = {
             "alone": alone, "concat": concat(chosen_k), "decay": decay(chosen_decay), "slots": slots,
         }
-        for style in [s for s in args.pointer.split(",") if s]:
-            for p in pointer_seeds:
-                variants[f"pointer-{style}#{p}"] = pointer(pointers(held, p), style)
         ranked: dict[str, list[np.ndarray]] = {}
         for name, setting in (("alone", "alone"), ("concat", f"concat-{chosen_k}"), ("decay", f"decay-{chosen_decay:g}")):
             ranked[f"hybrid {name}"] = [hybrid_top[setting][i][hybrid_top[setting][i] >= 0] for i in held_idx]
@@ -381,22 +346,12 @@ def main() -> None:
                 made[name] = requests(bench, variants[name], held_threads)
             return made[name]
 
-        for name in variants:
-            if name.startswith("pointer"):  # its untrained ranking (the baselines' come from the first pass)
-                reqs = requests_of(name)
-                qkey = hashlib.sha256(b"".join(r.key() for r in reqs)).digest()
-                path = cache / "rankings" / f"{held}-{name}-{qkey.hex()[:16]}-hybrid.npy"
-                if not path.is_file():
-                    t0 = time.perf_counter()
-                    save_top(path, [bench.hybrid_top(th, req) for th, req in zip(held_threads, reqs)])
-                    gather_s += time.perf_counter() - t0
-                ranked[f"hybrid {name}"] = load_top(path)
         for j, seed in enumerate(seeds):
             tcfg = replace(cfg, seed=seed, members=1, epochs=args.epochs)
             model_key = hashlib.sha256(json.dumps([file_sha, model_settings(tcfg)], sort_keys=True).encode()).hexdigest()[:12]
             model_dir = cache / "models" / f"{held}-{model_key}"
             t0 = time.perf_counter()
-            if (model_dir / "train_log.json").is_file():
+            if _trained(model_dir, tcfg.epochs):
                 model = load_model(model_dir)
             else:
                 model, _ = train(train_data, tcfg, model_dir)
@@ -434,8 +389,7 @@ def main() -> None:
 
 
 def measure_cost(
-    args: argparse.Namespace, bench: Bench, data: Dataset, held: str, seed: int,
-    pointers: Callable[[str, int], ThreadPointer], cache: Path, file_sha: str,
+    args: argparse.Namespace, bench: Bench, data: Dataset, held: str, seed: int, cache: Path, file_sha: str,
 ) -> None:
     """Milliseconds per query of each method (request, candidates, re-ranking), and per stored turn.
 
@@ -454,8 +408,6 @@ def measure_cost(
     variants: dict[str, Callable[[Bench, Thread], Request]] = {
         "alone": alone, "concat": concat(5), "decay": decay(0.75), "slots": slots,
     }
-    for style in [s for s in args.pointer.split(",") if s]:
-        variants[f"pointer-{style}"] = pointer(pointers(held, 0), style)
     bench._encoded.clear()  # a concatenation is encoded per query, as search encodes it
     out: dict[str, dict[str, float]] = {}
     for name, make in variants.items():
@@ -517,7 +469,8 @@ def summarise(rows: Sequence[dict[str, object]]) -> dict[str, dict[str, dict[str
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, object]], timings: dict[str, float], started: float, *, complete: bool) -> None:
-    config = {**vars(args), "file": Path(args.file).name, "cache": Path(args.cache).name, "out": Path(args.out).name}
+    config = {**vars(args), "file": Path(args.file).name, "cache": Path(args.cache).name, "out": Path(args.out).name,
+              "cost_out": Path(args.cost_out).name}
     summary = summarise(rows)
     doc = {"config": config, "complete": complete, "seconds": {**timings, "total": time.perf_counter() - started},
            "summary": summary, "folds": rows}

@@ -9,13 +9,11 @@ is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,51 +21,29 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_turn
+from ctxmem_plugin.records import (
+    Hit,
+    IngestReport,
+    Message,
+    NewTurn,
+    StoredTurn,
+    Turn,
+    to_turn,
+)
 from ctxmem_plugin.retrieval.context import render_hits
-from ctxmem_plugin.retrieval.history import CONCAT_TURNS, HISTORY_MODES, concat_query
-from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
-from ctxmem_plugin.retrieval.text import embed_text, index_text
-from ctxmem_plugin.storage.base import MemoryStore, NewRow
+from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
+from ctxmem_plugin.search import History, conversational_query, history_mode_of, hit_of, run_search, thread_of
+from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.storage.lock import WriterLock
 from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
+from ctxmem_plugin.twins import async_twin
+from ctxmem_plugin.writes import reembed_all, write_entries
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
     from ctxmem_plugin.reranker.runtime import Reranker
-    from ctxmem_plugin.reranker.thread import ThreadPointer
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 NamespaceLike = Sequence[str] | str
-
-History = Sequence[Message] | NamespaceLike
-"""The running thread of a search: its messages, oldest first, or the namespace it is stored in."""
-
-ENCODE_CHUNK = 256
-"""Turns encoded per step when a write reports progress."""
-
-
-def _async_twin(method: Callable[P, R]) -> Callable[P, Any]:
-    """The async version of a method: the same code, run in a worker thread."""
-
-    @functools.wraps(method)
-    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.to_thread(method, *args, **kwargs)
-
-    twin.__doc__ = f"Async twin of :meth:`{method.__name__}` (runs it in a worker thread)."
-    return twin
-
-
-@dataclass
-class IngestReport:
-    """What an ingest did: turns added, duplicates skipped, invalid records skipped (with sources)."""
-
-    added: int = 0
-    duplicates: int = 0
-    invalid: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 class ContextMemory:
@@ -225,78 +201,18 @@ class ContextMemory:
             entries: the turns with their namespaces (and optionally their positions and vectors).
             dedupe: skip a turn whose content and position are already stored in its namespace
                 (or earlier in ``entries``); its id is returned as ``-1``.
-            progress: called with a count of turns after each step of the encoding (the
-                turns are then encoded ``ENCODE_CHUNK`` at a time).
+            progress: called with a count of turns as they are encoded (256 at a time) or found
+                already present.
 
         Returns:
             An id per entry, in order; ``-1`` for a turn skipped as already present.
         """
         self._writable()
         with self._guard:
-            spaces = [ns.validate(e.namespace) for e in entries]
-            hashes = [e.content_hash for e in entries]
-            keep = [True] * len(entries)
-            if dedupe:
-                groups: dict[ns.Namespace, list[int]] = {}
-                for j, space in enumerate(spaces):
-                    groups.setdefault(space, []).append(j)
-                for space, mine in groups.items():
-                    seen = self.store.existing_hashes(space, [hashes[j] for j in mine])
-                    for j in mine:
-                        keep[j] = hashes[j] not in seen
-                        seen.add(hashes[j])
-            todo = [j for j in range(len(entries)) if keep[j]]
-            if progress is not None and len(todo) < len(entries):
-                progress(len(entries) - len(todo))
-            out = [-1] * len(entries)
-            if not todo:  # nothing new: no transaction, no new generation
-                return out
-            self._require_encoder()
-            vectors = self._vectors_of(entries, todo, progress)
-            # Runs of consecutive turns of one namespace, in input order: ids follow the input.
-            runs: list[tuple[ns.Namespace, list[int]]] = []
-            for j in todo:
-                if not runs or runs[-1][0] != spaces[j]:
-                    runs.append((spaces[j], []))
-                runs[-1][1].append(j)
-            with self.store.transaction():
-                for space, run in runs:
-                    vecs = np.stack([vectors[j] for j in run])  # (n, d)
-                    rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
-                    ids, _ = self.store.insert(space, rows)
-                    if self.reranker is not None:
-                        self.reranker.update(space, np.asarray(ids, dtype=np.int64), vecs)
-                    for j, turn_id in zip(run, ids):
-                        out[j] = turn_id
-            return out
-
-    def _vectors_of(
-        self, entries: Sequence[NewTurn], todo: Sequence[int], progress: Callable[[int], None] | None
-    ) -> dict[int, np.ndarray]:
-        """Each listed entry's vector: the one it brings if its width fits, else encoded (batched)."""
-        dim = self.dim
-        out: dict[int, np.ndarray] = {}
-        missing: list[int] = []
-        for j in todo:
-            vector = entries[j].vector
-            if vector is not None:
-                v = np.asarray(vector, dtype=np.float32).reshape(-1)
-                if v.shape[0] != dim:
-                    raise InputError(f"entry {j}: its vector has {v.shape[0]} dimensions, this memory's {dim}")
-                out[j] = v
-            else:
-                missing.append(j)
-        # Without progress, one call: the encoder batches (and sorts by length) as it likes.
-        step = ENCODE_CHUNK if progress is not None else max(len(missing), 1)
-        for start in range(0, len(missing), step):
-            part = missing[start : start + step]
-            for j, v in zip(part, self.encoder.encode([embed_text(entries[j].turn) for j in part])):
-                out[j] = v
-            if progress is not None:
-                progress(len(part))
-        if progress is not None and len(todo) > len(missing):
-            progress(len(todo) - len(missing))
-        return out
+            return write_entries(
+                self.store, self.encoder, self.dim, entries, dedupe=dedupe, progress=progress,
+                on_rows=self.reranker.update if self.reranker is not None else None, before_encoding=self._require_encoder,
+            )
 
     def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
         """Store messages in ``namespace``; returns their ids, in order.
@@ -382,23 +298,10 @@ class ContextMemory:
             The number of turns re-encoded.
         """
         self._writable()
-        with self._guard, self.store.transaction():
-            done = 0
-            all_ids = self.store.all_ids().tolist()  # ids only: the old vectors are not read
-            for start in range(0, len(all_ids), batch):
-                rows = self.store.get(all_ids[start : start + batch])
-                # Only the fields embed_text reads; they were validated when the turn was added.
-                turns = [Turn.model_construct(role=r.role, content=r.content, speaker=r.speaker, metadata=r.metadata) for r in rows]
-                vectors = self.encoder.encode([embed_text(t) for t in turns])  # (n, d)
-                self.store.set_vectors([r.id for r in rows], vectors)
-                done += len(rows)
-                if progress is not None:
-                    progress(len(rows))
-            self.store.drop_slot_states()
-            self.store.set_meta("encoder", self.encoder.name)
-            self.store.set_meta("dim", str(self.encoder.dim))
-        self._encoder_checked = True
-        return done
+        with self._guard:
+            done = reembed_all(self.store, self.encoder, batch=batch, progress=progress)
+            self._encoder_checked = True
+            return done
 
     def _writable(self) -> None:
         if self.read_only:
@@ -476,10 +379,10 @@ class ContextMemory:
                 where the thread is stored (kept apart from the history searched, as the
                 LangChain middleware keeps it). ``None`` or empty: the query alone.
             history_mode: how the thread is used (:mod:`ctxmem_plugin.retrieval.history`):
-                ``concat`` (its last turns joined to the query), ``pointer`` (the turn the query
-                refers to, as the model's thread pointer finds it, and the reply to it, joined
-                to the query) or ``slots`` (the model's focus slot; needs ``method`` ``ctxmem``).
-                ``auto``: ``pointer`` with a model that has a thread pointer, else ``concat``.
+                ``concat`` (its last 5 turns joined to the query, searched as one text) or
+                ``slots`` (the model's focus slot, a trace of the thread; needs ``method``
+                ``ctxmem``). ``auto`` is ``concat``, the best on held-out threads
+                (docs/benchmarks.md).
         """
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty string")
@@ -492,122 +395,24 @@ class ContextMemory:
             raise InputError(f"unknown method {method!r}; expected auto, ctxmem, {', '.join(METHODS)}")
         if method == "ctxmem" and self.reranker is None:
             raise InputError("method 'ctxmem' needs a trained model: ContextMemory(path, model=DIR)")
-        pointer = self.reranker.pointer if self.reranker is not None else None
-        mode = ("pointer" if pointer is not None else "concat") if history_mode == "auto" else history_mode
-        if mode not in HISTORY_MODES:
-            raise InputError(f"unknown history_mode {history_mode!r}; expected auto, {', '.join(HISTORY_MODES)}")
-        thread = _thread_of(history)
-        if thread is not None and mode == "slots" and method != "ctxmem":
-            raise InputError("history_mode 'slots' needs a trained model and method ctxmem")
-        if thread is not None and mode == "pointer" and pointer is None:
-            raise InputError("history_mode 'pointer' needs a model trained with a thread pointer (ctxmem-plugin train)")
+        thread = thread_of(history)
+        mode = history_mode_of(history_mode, method, thread_given=thread is not None)
         with self._guard:
-            text = query
-            if thread is not None and mode == "concat":
-                text = concat_query(query, self._thread_texts(thread, CONCAT_TURNS), CONCAT_TURNS)
-            elif thread is not None and mode == "pointer":
-                assert pointer is not None  # checked above
-                text = self._pointed(pointer, query, thread)
+            text, focus = query, None
+            if thread is not None:
+                if mode == "slots":  # its focus embeds the thread's messages
+                    self._require_encoder()
+                encoder = self.encoder if mode == "slots" else None
+                text, focus = conversational_query(self.store, encoder, self.reranker, query, thread, mode, self.dim)
             if method == "bm25":  # BM25 alone needs no embedding: skip the encoder's ~20 ms
                 qv = np.zeros(self.dim, np.float32)
             else:
                 self._require_encoder()
                 qv = self.encoder.encode_query(text)
-            # The focus a re-ranking search follows up on: the searched namespace's own (None),
-            # the thread's (its namespace, or a vector from its messages), or none at all (zeros).
-            focus: ns.Namespace | np.ndarray | None = None
-            if thread is not None and method == "ctxmem":
-                if mode in ("concat", "pointer"):
-                    focus = np.zeros_like(qv)  # the thread is in the query text already
-                elif isinstance(thread, tuple):
-                    focus = thread
-                else:
-                    focus = self._thread_focus(thread, qv)
-            return self._search(text, qv, space, k, filters, method, offset, focus)
-
-    def _thread_texts(self, thread: ns.Namespace | list[Turn], count: int) -> list[str]:
-        """The last ``count`` texts of a thread, oldest first (read from its namespace if stored)."""
-        return [t.content for t in self._thread_turns(thread, count)[0]]
-
-    def _thread_turns(self, thread: ns.Namespace | list[Turn], count: int) -> tuple[list[Turn] | list[StoredTurn], list[int]]:
-        """The last ``count`` turns of a thread, oldest first, and their ids when it is stored."""
-        if isinstance(thread, tuple):
-            ids = self.store.ids_in(thread)[-count:].tolist()
-            return self.store.get(ids), ids
-        return thread[-count:], []
-
-    def _pointed(self, pointer: ThreadPointer, query: str, thread: ns.Namespace | list[Turn]) -> str:
-        """The query with the thread's turn it refers to (and the reply to that turn) before it."""
-        from ctxmem_plugin.reranker.thread import pointed_exchange  # torch: loaded with the model already
-
-        turns, ids = self._thread_turns(thread, pointer.config.slots)
-        if not turns:
-            return query
-        self._require_encoder()
-        if ids:  # a stored thread's turns are embedded already
-            stored = self.vectors(ids)
-            vectors = np.stack([stored[i] for i in ids])  # (t, d)
-        else:
-            vectors = self.encoder.encode([embed_text(t) for t in turns])  # type: ignore[arg-type]  # (t, d)
-        texts, roles = [t.content for t in turns], [t.role for t in turns]
-        said = pointed_exchange(pointer, query, self.encoder.encode_query(query), texts, roles, vectors)
-        return concat_query(query, [texts[i] for i in said], len(said))
-
-    def _thread_focus(self, turns: list[Turn], qv: np.ndarray) -> np.ndarray:
-        """The focus a thread given as messages leaves, as if its turns had been stored (zeros: none)."""
-        reranker = self.reranker
-        assert reranker is not None  # method ctxmem
-        self._require_encoder()
-        vectors = self.encoder.encode([embed_text(t) for t in turns])  # (t, d)
-        focus = reranker.focus_of_turns(vectors)
-        return np.zeros_like(qv) if focus is None else focus
-
-    def _search(
-        self, query: str, qv: np.ndarray, space: ns.Namespace, k: int, filters: Filters | None, method: str,
-        offset: int, focus: ns.Namespace | np.ndarray | None,
-    ) -> list[Hit]:
-        """The pipeline of :meth:`search` for an embedded query, in one read snapshot."""
-        with self.store.reading():  # every read of this search sees the same committed state
-            if method == "ctxmem":
-                cands, rows = self._reranked(query, qv, space, filters, focus)
-            else:
-                cands, rows = self.retriever.candidates(query, qv, space, filters, method=method), {}
-            top = cands.top(k + offset)
-            missing = [i for i in top.ids.tolist() if i not in rows]
-            rows.update((t.id, t) for t in self.store.get(missing))
-        return [
-            _hit(row, float(top.score[j]), top.signals[j])
-            for j in range(offset, len(top))
-            if (row := rows.get(int(top.ids[j]))) is not None
-        ]
-
-    def _reranked(
-        self, query: str, qv: np.ndarray, space: ns.Namespace, filters: Filters | None,
-        focus: ns.Namespace | np.ndarray | None,
-    ) -> tuple[Candidates, dict[int, StoredTurn]]:
-        """Candidates re-scored by the trained model, and their rows (the features read them).
-
-        ``focus``: ``None`` for the searched namespace's own, a namespace for that one's, or a
-        vector (zeros: no focus at all).
-        """
-        reranker = self.reranker
-        assert reranker is not None  # checked by search()
-        focus_space = space if focus is None else focus if isinstance(focus, tuple) else None
-        # A prefix holds no turns of its own, so it has no focus: then none is used. The focus
-        # namespace's slots are computed once and reused when re-scoring.
-        known = {focus_space: reranker.slots_for(focus_space)} if focus_space else {}
-        if isinstance(focus, np.ndarray):
-            fvec: np.ndarray | None = focus if float(np.linalg.norm(focus)) > 0 else None
-        else:
-            fvec = reranker.focus_of(focus_space, known[focus_space]) if known else None
-        cands = self.retriever.candidates(
-            query, qv, space, filters, method="hybrid", pool=reranker.pool,
-            probe=reranker.probe(qv, fvec), probe_pool=reranker.settings.focus_pool,
-        )
-        given = None if focus is None else (fvec if fvec is not None else np.zeros_like(qv))
-        rows = {t.id: t for t in self.store.get(cands.ids.tolist())}
-        cands = reranker.rescore(cands, rows, self.retrieval, focus=given, known=known)
-        return cands, rows
+            return run_search(
+                self.store, self.retrieval, self.reranker, text, qv, space, k=k, filters=filters, method=method,
+                offset=offset, focus=focus,
+            )
 
     def search_by_vector(
         self,
@@ -641,7 +446,7 @@ class ContextMemory:
             ids, scores = self.store.dense(q, k, space, filters)
             rows = {t.id: t for t in self.store.get(ids.tolist())}
         return [
-            _hit(row, float(score), {"dense": {"score": float(score), "rank": rank}})
+            hit_of(row, float(score), {"dense": {"score": float(score), "rank": rank}})
             for rank, (turn_id, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1)
             if (row := rows.get(int(turn_id))) is not None
         ]
@@ -700,42 +505,18 @@ class ContextMemory:
                 "bytes": sum(files.values()),
             }
 
-    awrite = _async_twin(write)
-    aadd = _async_twin(add)
-    aingest = _async_twin(ingest)
-    adelete = _async_twin(delete)
-    aforget = _async_twin(forget)
-    aget = _async_twin(get)
-    aget_by_key = _async_twin(get_by_key)
-    alist_turns = _async_twin(list_turns)
-    anamespaces = _async_twin(namespaces)
-    asearch = _async_twin(search)
-    asearch_by_vector = _async_twin(search_by_vector)
-    avectors = _async_twin(vectors)
-    acontext = _async_twin(context)
-    aexplain = _async_twin(explain)
-    astats = _async_twin(stats)
-
-
-def _thread_of(history: History | None) -> ns.Namespace | list[Turn] | None:
-    """A search's thread: its namespace, its messages as turns, or None (no thread, or an empty one)."""
-    if history is None:
-        return None
-    if isinstance(history, str):
-        return ns.validate(history)
-    if isinstance(history, (Turn, Mapping)):
-        raise InputError("history must be a list of messages or a namespace, not one message")
-    items = list(history)
-    if not items:
-        return None
-    if all(isinstance(item, str) for item in items):
-        return ns.validate(items)
-    return [to_turn(m, f"history[{i}]") for i, m in enumerate(items)]
-
-
-def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:
-    """A search result from a stored turn; a turn without a speaker is shown by its role."""
-    return Hit(
-        id=row.id, text=row.content, score=score, namespace=row.namespace, metadata=row.metadata,
-        signals=signals, speaker=row.speaker or row.role, role=row.role, timestamp=row.timestamp,
-    )
+    awrite = async_twin(write)
+    aadd = async_twin(add)
+    aingest = async_twin(ingest)
+    adelete = async_twin(delete)
+    aforget = async_twin(forget)
+    aget = async_twin(get)
+    aget_by_key = async_twin(get_by_key)
+    alist_turns = async_twin(list_turns)
+    anamespaces = async_twin(namespaces)
+    asearch = async_twin(search)
+    asearch_by_vector = async_twin(search_by_vector)
+    avectors = async_twin(vectors)
+    acontext = async_twin(context)
+    aexplain = async_twin(explain)
+    astats = async_twin(stats)

@@ -15,10 +15,12 @@ from ctxmem_plugin.evaluation.conversation import (
     KINDS,
     build_threads,
     cell_of,
+    decay_weights,
+    decayed_query_vector,
     recall_at,
     recall_table,
 )
-from ctxmem_plugin.retrieval.history import concat_query, decay_weights, decayed_query_vector
+from ctxmem_plugin.retrieval.history import concat_query
 from ctxmem_plugin.retrieval.text import query_terms
 from ctxmem_plugin.training.data import Conversation, load_conversations
 
@@ -45,7 +47,7 @@ def conv(tmp_path: Path) -> Conversation:
     return c
 
 
-def _check_thread_properties(conv: Conversation, threads) -> None:  # noqa: ANN001
+def _check_thread_properties(conv: Conversation, threads) -> None:
     evidence_texts = {conv.turns[p].turn.content for _, ev in conv.questions for p in ev}
     for th in threads:
         question, evidence = conv.questions[th.question]

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import HashEncoder
 
 from ctxmem_plugin.errors import InputError
 from ctxmem_plugin.memory import ContextMemory
-from ctxmem_plugin.retrieval.history import CONCAT_TURNS, concat_query
-
-from conftest import HashEncoder
+from ctxmem_plugin.retrieval.history import CONCAT_TURNS, DEFAULT_HISTORY_MODE, concat_query
 
 HISTORY = [
     "My sister Ana plays the cello in an orchestra.",
@@ -35,7 +34,7 @@ def memory(tmp_path: Path):
         yield mem
 
 
-def _ranked(hits) -> list[tuple[int, float]]:  # noqa: ANN001
+def _ranked(hits) -> list[tuple[int, float]]:
     return [(h.id, round(h.score, 6)) for h in hits]
 
 
@@ -52,6 +51,13 @@ def test_concat_searches_the_last_turns_joined_to_the_query(memory: ContextMemor
     joined = concat_query(query, [m["content"] for m in THREAD], CONCAT_TURNS)
     assert _ranked(hits) == _ranked(memory.search(joined, ("u", "history"), k=5))
     assert hits[0].text == HISTORY[0]  # the thread says what "she" is
+    # "auto" is concat, the default, and it is the same for every method (BM25 sees the joined text too).
+    assert DEFAULT_HISTORY_MODE == "concat"
+    assert _ranked(memory.search(query, ("u", "history"), k=5, history=THREAD, history_mode="concat")) == _ranked(hits)
+    for method in ("bm25", "dense"):
+        assert _ranked(memory.search(query, ("u", "history"), k=5, history=THREAD, method=method)) == _ranked(
+            memory.search(joined, ("u", "history"), k=5, method=method)
+        )
     # Only the last CONCAT_TURNS turns are joined.
     long = [{"role": "user", "content": f"filler turn {i}"} for i in range(10)] + THREAD
     assert concat_query(query, [m["content"] for m in long], CONCAT_TURNS).count("filler") == CONCAT_TURNS - len(THREAD)

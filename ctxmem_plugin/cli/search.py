@@ -42,9 +42,8 @@ SHOWN_CHARS = 300
 @click.option("--history-namespace", default=None, metavar="NAMESPACE",
               help="The same, for a conversation stored in the memory under NAMESPACE.")
 @click.option("--history-mode", default="auto", show_default=True, type=click.Choice(["auto", *HISTORY_MODES]),
-              help="How the conversation is used: concat = its last turns joined to TEXT; pointer = the turn "
-                   "TEXT refers to (the model's thread pointer); slots = the model's focus slot; "
-                   "auto = pointer with a --model that has one, else concat.")
+              help="How the conversation is used: concat = its last 5 turns joined to TEXT (auto: the "
+                   "best on held-out threads); slots = the --model's focus slot (opt-in).")
 @model_options
 @handle_errors
 def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
@@ -101,12 +100,14 @@ def dumps_hits(hits: Sequence[Hit]) -> str:
 
 
 def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    from ctxmem_plugin.formats.document import json_problem
+
     if text is None:
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageFailure(f"--filter: invalid JSON at column {exc.colno}: {exc.msg}") from None
+        raise UsageFailure(f"--filter: invalid JSON: {json_problem(exc)}") from None
     if not isinstance(value, dict):
         raise UsageFailure("--filter: expected a JSON object")
     return value

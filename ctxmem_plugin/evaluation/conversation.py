@@ -22,7 +22,9 @@ it, and that do not hold the query's word, so a thread never says the answer tur
 points two ways. Queries, follow-up wordings and small talk come from a :class:`Wording`;
 :data:`EVAL_WORDING` is the benchmark's, and a method trained on threads must use another.
 
-:func:`recall_table` scores rankings by kind and depth.
+:func:`recall_table` scores rankings by kind and depth. :func:`decayed_query_vector` is the
+benchmark's non-learned recurrent baseline (the query vector plus a decayed mean of the
+thread's vectors); the product's conversational search is :mod:`ctxmem_plugin.retrieval.history`.
 """
 
 from __future__ import annotations
@@ -270,3 +272,42 @@ def recall_table(
             for key, idx in groups.items()
         }
     return out
+
+
+# -- the non-learned recurrent baseline ------------------------------------------------------
+
+
+def decay_weights(count: int, decay: float) -> np.ndarray:
+    """``(count,)`` weights ``decay ** age``, age 0 for the latest turn, summing to 1.
+
+    ``decay`` 0 keeps the latest turn alone; 1 is the plain mean.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise InputError(f"decay must be in [0, 1], got {decay}")
+    age = np.arange(count - 1, -1, -1, dtype=np.float64)  # (t,): the last turn is age 0
+    w = np.power(decay, age)  # 0 ** 0 == 1: with decay 0 the latest turn keeps its weight
+    return (w / w.sum()).astype(np.float32) if count else w.astype(np.float32)
+
+
+def decayed_query_vector(query_vector: np.ndarray, history_vectors: np.ndarray, decay: float) -> np.ndarray:
+    """``normalise(q/|q| + m/|m|)``, ``m`` the :func:`decay_weights` mean of the thread's vectors.
+
+    Args:
+        query_vector: ``(d,)`` the query's embedding.
+        history_vectors: ``(t, d)`` the thread's turn embeddings, oldest first.
+        decay: weight ratio of a turn to the one after it.
+
+    Returns:
+        ``(d,)`` unit float32; the query's own direction when the thread is empty (or its
+        mean is zero).
+    """
+    q = np.asarray(query_vector, dtype=np.float32)  # (d,)
+    qn = q / max(float(np.linalg.norm(q)), 1e-12)
+    if len(history_vectors) == 0:
+        return qn
+    m = decay_weights(len(history_vectors), decay) @ np.asarray(history_vectors, dtype=np.float32)  # (d,)
+    norm = float(np.linalg.norm(m))
+    if norm < 1e-6:
+        return qn
+    v = qn + m / norm  # (d,)
+    return (v / np.linalg.norm(v)).astype(np.float32)

@@ -9,9 +9,6 @@ SHA-256 of the weights file, and the caller's ``"extra"`` dict::
      "weights_sha256": "9f2c...",
      "extra": {...}}
 
-Beside them, ``thread_pointer.json`` + ``thread_pointer.safetensors`` hold the thread pointer
-(:mod:`ctxmem_plugin.reranker.thread`), when the model was trained with one.
-
 A model trained with a fine-tuned encoder keeps it in ``encoder/`` (``"encoder_dir":
 "encoder"``, see :mod:`ctxmem_plugin.encoders.tuned`); loading checks it too.
 
@@ -42,13 +39,10 @@ from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.reranker.model import MODEL_VERSION, CtxMemModel, ModelConfig
 from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
-from ctxmem_plugin.reranker.thread import QUERY_COLUMNS, TURN_COLUMNS, ThreadPointer, ThreadPointerConfig
 from ctxmem_plugin.encoders.tuned import encoder_dir_problems
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-POINTER_CONFIG = "thread_pointer.json"
-POINTER_WEIGHTS = "thread_pointer.safetensors"
 _TOP_LEVEL_KEYS = ("model", "weights_sha256", "extra")
 # Fields that configs saved by earlier versions lack; their defaults rebuild those models.
 _ADDED_FIELDS = {"model.members"}
@@ -133,62 +127,6 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
         raise _error(directory, problems)
     model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval()
-
-
-def save_thread_pointer(pointer: ThreadPointer, directory: Path) -> None:
-    """Write the thread pointer beside the model: ``thread_pointer.safetensors`` + ``thread_pointer.json``.
-
-    The JSON holds its config, the feature columns it reads and the weights' SHA-256; weights go
-    first, as in :func:`save_model`.
-    """
-    directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in pointer.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": "pt"})
-    document = {
-        "pointer": pointer.config.to_dict(),
-        "columns": {"turn": list(TURN_COLUMNS), "query": list(QUERY_COLUMNS)},
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / POINTER_WEIGHTS, blob)
-    _atomic_write(directory / POINTER_CONFIG, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
-
-
-def load_thread_pointer(directory: Path) -> ThreadPointer | None:
-    """The model directory's thread pointer, or None when it has none (a model trained before it).
-
-    Raises:
-        CheckpointError: listing every problem (one file of the two, bad JSON or config, feature
-            columns this version does not compute, a corrupt weights file, tensor mismatches).
-    """
-    directory = Path(directory)
-    have = [(directory / name).is_file() for name in (POINTER_CONFIG, POINTER_WEIGHTS)]
-    if not any(have):
-        return None
-    problems: list[str] = []
-    if not all(have):
-        missing = POINTER_CONFIG if not have[0] else POINTER_WEIGHTS
-        raise _error(directory, [f"missing file {missing} (the thread pointer's other file is there)"])
-    config: ThreadPointerConfig | None = None
-    expected_sha: str | None = None
-    try:
-        document = json.loads((directory / POINTER_CONFIG).read_text(encoding="utf-8"))
-        config = ThreadPointerConfig.from_dict(document["pointer"])
-        expected_sha = str(document["weights_sha256"])
-        columns = document["columns"]
-        if columns != {"turn": list(TURN_COLUMNS), "query": list(QUERY_COLUMNS)}:
-            problems.append(f"{POINTER_CONFIG}: the pointer reads features {columns}, this version computes "
-                            f"{list(TURN_COLUMNS)} and {list(QUERY_COLUMNS)}; train the model again")
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # ConfigError is a ValueError
-        problems.append(f"{POINTER_CONFIG} is unusable: {exc}")
-    tensors = _read_weights(directory / POINTER_WEIGHTS, expected_sha, problems, name=POINTER_WEIGHTS)
-    pointer = ThreadPointer(config) if config is not None else None
-    if pointer is not None and tensors is not None:
-        problems += _compare_state(pointer.state_dict(), tensors)
-    if problems or pointer is None or tensors is None:
-        raise _error(directory, problems)
-    pointer.load_state_dict(tensors, strict=True)
-    return pointer.eval()
 
 
 def _single_member_layout(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -306,25 +244,25 @@ def _check_fields(data: dict[str, Any], cls: type, where: str, problems: list[st
 
 
 def _read_weights(
-    path: Path, expected_sha: str | None, problems: list[str], *, name: str = WEIGHTS_NAME
+    path: Path, expected_sha: str | None, problems: list[str]
 ) -> dict[str, Tensor] | None:
     if not path.is_file():
-        problems.append(f"missing file {name}")
+        problems.append(f"missing file {WEIGHTS_NAME}")
         return None
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        problems.append(f"cannot read {name}: {exc}")
+        problems.append(f"cannot read {WEIGHTS_NAME}: {exc}")
         return None
     if expected_sha is not None and hashlib.sha256(blob).hexdigest() != expected_sha:
         problems.append(
-            f"{name} does not match the weights_sha256 of its config "
+            f"{WEIGHTS_NAME} does not match the weights_sha256 in {CONFIG_NAME} "
             "(corrupt file, or weights and config from different saves)"
         )
     try:
         return st_load(blob)
     except SafetensorError as exc:
-        problems.append(f"{name} is not a valid safetensors file: {exc}")
+        problems.append(f"{WEIGHTS_NAME} is not a valid safetensors file: {exc}")
         return None
 
 

@@ -25,11 +25,10 @@ from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.encoders.tuned import bundled_encoder
 from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.records import StoredTurn
-from ctxmem_plugin.reranker.checkpoint import load_model, load_thread_pointer, read_config
+from ctxmem_plugin.reranker.checkpoint import load_model, read_config
 from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.model import CtxMemModel
 from ctxmem_plugin.reranker.slots import focus_trace
-from ctxmem_plugin.reranker.thread import ThreadPointer
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
 from ctxmem_plugin.retrieval.hybrid import Candidates, RetrievalConfig
 from ctxmem_plugin.storage.base import MemoryStore
@@ -90,9 +89,6 @@ class Reranker:
         self.store = store  # type: ignore[assignment]  # bound by ContextMemory once opened
         self.device = device
         self.path: Path | None = None
-        # What a follow-up refers to in its thread (``search(history_mode="pointer")``); None for
-        # a model trained before the pointer existed.
-        self.pointer: ThreadPointer | None = None
         cfg = model.config
         unknown = [name for name in cfg.feature_names if name not in FEATURE_NAMES]
         if unknown:
@@ -109,7 +105,6 @@ class Reranker:
         document = json.loads((directory / "config.json").read_text())
         runtime = cls(model, RuntimeSettings.from_extra(extra), str(document["weights_sha256"])[:16], store, dev)
         runtime.path = directory
-        runtime.pointer = load_thread_pointer(directory)
         return runtime
 
     @property

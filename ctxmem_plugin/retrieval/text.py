@@ -55,11 +55,6 @@ def index_text(turn: Turn) -> str:
     return f"{embed_text(turn)} ({date})" if date else embed_text(turn)
 
 
-def words(text: str) -> list[str]:
-    """The lower-cased words of a text, in order, function words included."""
-    return _WORD.findall(text.lower())
-
-
 def query_terms(query: str) -> list[str]:
     """Lower-cased content words of a query, in order, without duplicates."""
     seen: dict[str, None] = {}

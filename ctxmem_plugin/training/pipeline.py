@@ -8,9 +8,7 @@
 3. **Gathering** (:func:`ctxmem_plugin.training.data.gather`): every question, cue and
    follow-up gets its candidates and features from a throw-away memory, with that encoder and
    fusion.
-4. **Thread pointer** (:func:`ctxmem_plugin.training.threads.train_thread_pointer`): learned
-   from self-supervised threads of every conversation, saved beside the model.
-5. **Training** (:func:`ctxmem_plugin.training.trainer.train`), checkpointed after each epoch.
+4. **Training** (:func:`ctxmem_plugin.training.trainer.train`), checkpointed after each epoch.
 
 Benchmarks call the same steps (``benchmarks/locomo_crossval.py`` runs them per fold).
 """
@@ -27,14 +25,13 @@ from typing import Any, Protocol
 from ctxmem_plugin.encoders import TextEncoder, load_encoder, resolve_device
 from ctxmem_plugin.encoders.tuned import ENCODER_DIR, bundled_encoder, encoder_dir_problems
 from ctxmem_plugin.errors import InputError
-from ctxmem_plugin.reranker.checkpoint import read_config, save_thread_pointer
+from ctxmem_plugin.reranker.checkpoint import read_config
 from ctxmem_plugin.reranker.runtime import RuntimeSettings
 from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 from ctxmem_plugin.training.data import FOLLOWUPS_PER_CONVERSATION, Conversation, gather, load_conversations
 from ctxmem_plugin.training.encoder_tuning import EncoderTuneConfig, bundle_tuned_encoder, evidence_pairs, pairs_per_epoch
 from ctxmem_plugin.training.fusion_fit import MIN_FIT_QUESTIONS, fit_fusion_on
 from ctxmem_plugin.training.memo import MemoEncoder
-from ctxmem_plugin.training.threads import train_thread_pointer
 from ctxmem_plugin.training.trainer import TrainConfig, init_distributed, resume_config, train
 
 
@@ -112,7 +109,7 @@ def train_model(files: Sequence[Path], out: Path, options: PipelineOptions, prog
         cfg = resume_config(out, cfg)
     convs = load_conversations(files)
     # Under torchrun the process group comes first: rank 0 tunes the encoder, the others wait.
-    rank, _, device = init_distributed(resolve_device(options.device))
+    _, _, device = init_distributed(resolve_device(options.device))
     encoder, encoder_dir, tuning = training_encoder(convs, out, options, device, progress)
     # The fusion fit and the gathering embed the same turns and questions: the second takes the first's vectors.
     memo = MemoEncoder(encoder)
@@ -123,18 +120,12 @@ def train_model(files: Sequence[Path], out: Path, options: PipelineOptions, prog
         data = gather(convs, memo, retrieval=retrieval, cues_per_conversation=options.cues,
                       followups_per_conversation=followups, seed=cfg.seed, slot_feature_dim=cfg.slot_feature_dim,
                       focus_rate=cfg.focus_rate, focus_pool=cfg.focus_pool, progress=stage.advance)
-    with progress("thread pointer", 1) as stage:
-        pointer, pointer_log = train_thread_pointer(convs, memo, seed=cfg.seed)
-        stage.advance(1)
     with progress("train", len(data.examples) * cfg.epochs) as stage:
         _, log = train(
             data, cfg, out, resume=options.resume, device=device, progress=stage.advance, encoder_dir=encoder_dir,
             extra_log={"files": [str(f) for f in files], "conversations": [c.name for c in convs], **tuning, **fusion,
-                       "thread_pointer": pointer_log,
                        "embedding": {"texts_encoded": memo.encoded, "texts_reused": memo.reused}},
         )
-    if rank == 0:
-        save_thread_pointer(pointer, out)
     return PipelineResult(log, data.describe()["examples"], len(convs), cfg.members, time.perf_counter() - began, tuning, fusion)
 
 

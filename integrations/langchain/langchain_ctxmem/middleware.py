@@ -2,9 +2,10 @@
 
 Before every model call it searches the user's namespace for the latest user message, asked in
 the running thread (``search(history=...)``: a follow-up such as "and the painting?" is searched
-for what it refers to), and adds the best hits, within a token budget, to the system message. After the agent finishes it
-writes the run's user and assistant messages into ``(*user namespace, thread id)``, so the
-next conversation of the same user (another thread) can recall them, and no other user can.
+for what it refers to), and adds the best hits, within a token budget, to the system message.
+After the agent finishes it writes the run's user and assistant messages into ``(*user
+namespace, thread id)``, so the next conversation of the same user (another thread) can recall
+them, and no other user can.
 """
 
 from __future__ import annotations

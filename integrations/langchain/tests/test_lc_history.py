@@ -7,6 +7,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.retrieval.history import CONCAT_TURNS, concat_query
 from langchain_ctxmem import CtxMemChatMessageHistory, CtxMemMemory
 
 
@@ -61,9 +62,13 @@ def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory, 
     mem.save_context({"input": "I bought a red bicycle"}, {"output": "Nice ride."})
     history = mem.load_memory_variables({"input": "what instrument does Ana play?"})["history"]
     assert "Human: My sister Ana plays the cello" in history
-    assert "bicycle" not in history
     # The wider prefix is searched, the input asked in this conversation (a follow-up's history).
     assert search_calls[-1][0][1] == ("users", "u1") and search_calls[-1][1]["history"] == ("users", "u1", "s1")
+    # The default conversational search joins the conversation's latest turns to the input
+    # (history_mode "concat"): the same hits as searching the joined text.
+    said = ["My sister Ana plays the cello", "Lovely!", "I bought a red bicycle", "Nice ride."]
+    joined = memory.search(concat_query("what instrument does Ana play?", said, CONCAT_TURNS), ("users", "u1"), k=2)
+    assert len(joined) == 2 and all(h.text in history for h in joined)
     as_messages = mem.model_copy(update={"return_messages": True}).load_memory_variables({"input": "cello"})["history"]
     assert isinstance(as_messages[0], HumanMessage)
     mem.clear()
