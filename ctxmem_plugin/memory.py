@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin import safejson
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
@@ -344,8 +345,9 @@ class ContextMemory:
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""
         self._writable()
+        ids = _ids(ids)
         with self._guard, self.store.transaction():
-            return self.store.delete(list(ids))
+            return self.store.delete(ids)
 
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
@@ -403,11 +405,14 @@ class ContextMemory:
 
     def get(self, ids: Sequence[int]) -> list[StoredTurn]:
         """Turns by id (unknown ids are left out)."""
+        ids = _ids(ids)
         with self._guard:
-            return self.store.get(list(ids))
+            return self.store.get(ids)
 
     def get_by_key(self, namespace: NamespaceLike, key: str) -> StoredTurn | None:
         """The turn stored under ``key`` in exactly ``namespace``, if any."""
+        if not isinstance(key, str) or not safejson.is_unicode(key):
+            raise InputError(f"key must be a string of valid Unicode text, got {safejson.show(key)}")
         with self._guard:
             return self.store.get_by_key(ns.validate(namespace), key)
 
@@ -421,6 +426,11 @@ class ContextMemory:
         order: str = "id",
     ) -> list[StoredTurn]:
         """Turns under a namespace prefix, without a query (``order``: ``id`` or ``-updated_at``)."""
+        if limit is not None:
+            _count("limit", limit)
+        _count("offset", offset)
+        if order not in ("id", "-updated_at"):
+            raise InputError(f"order must be 'id' or '-updated_at', got {safejson.show(order)}")
         with self._guard:
             return self.store.select(ns.validate(namespace, allow_empty=True), filters, limit=limit, offset=offset, order=order)
 
@@ -470,10 +480,9 @@ class ContextMemory:
                 thread). By default ``namespace`` itself. Used by ``ctxmem`` with a model that
                 has a focus slot; the other methods ignore it.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InputError("query must be a non-empty string")
-        if k < 0 or offset < 0:
-            raise InputError("k and offset must be >= 0")
+        _query(query)
+        _count("k", k)
+        _count("offset", offset)
         space = ns.validate(namespace, allow_empty=True)
         focus_space = space if focus is None else ns.validate(focus)
         if method == "auto":
@@ -547,8 +556,7 @@ class ContextMemory:
         Raises:
             InputError: ``k < 0``, a vector that is not finite, or not of the encoder's width.
         """
-        if k < 0:
-            raise InputError("k must be >= 0")
+        _count("k", k)
         q = np.asarray(vector, dtype=np.float32).reshape(-1)  # (d,)
         if not np.isfinite(q).all():
             raise InputError("the query vector holds NaN or infinite values")
@@ -569,6 +577,7 @@ class ContextMemory:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored embeddings of turns by id, ``(dim,)`` float32 each; unknown ids are left out."""
+        ids = _ids(ids)
         with self._guard:
             by_id = self.store.vector_map(ids)
         return {int(i): by_id[int(i)].copy() for i in ids if int(i) in by_id}  # writable, in the order asked
@@ -589,12 +598,15 @@ class ContextMemory:
         The best hits are taken while they fit in ``max_tokens`` (estimated as characters / 4),
         then shown in the order they were said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
         """
+        _count("max_tokens", max_tokens)
         return render_hits(self.search(query, namespace, k=k), max_tokens)
 
     def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
         """Which slots the query attends to, and which turns each of those slots holds most of."""
         if self.reranker is None:
             raise InputError("explain needs a trained model: ContextMemory(path, model=DIR)")
+        _query(query)
+        _count("top_turns", top_turns)
         space = ns.validate(namespace)
         with self._guard:
             self._require_encoder()
@@ -640,3 +652,29 @@ def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) ->
         id=row.id, text=row.content, score=score, namespace=row.namespace, metadata=row.metadata,
         signals=signals, speaker=row.speaker or row.role, role=row.role, timestamp=row.timestamp,
     )
+
+
+def _count(name: str, value: Any) -> int:
+    """``value`` if it is an integer >= 0 (a count, a k, an offset), else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {safejson.show(value)}")
+    return int(value)
+
+
+def _query(query: Any) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InputError("query must be a non-empty string")
+    if not safejson.is_unicode(query):
+        raise InputError("query is not valid Unicode text (a lone surrogate)")
+
+
+def _ids(ids: Any) -> list[int]:
+    """Turn ids as a list of ints, or an :class:`InputError` (a string, a float, an id beyond 64 bits)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InputError(f"ids must be a sequence of integers, got {type(ids).__name__}")
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not safejson.INT64[0] <= i <= safejson.INT64[1]:
+            raise InputError(f"ids must be 64-bit integers, got {safejson.show(i)}")
+        out.append(int(i))
+    return out

@@ -84,10 +84,12 @@ def dumps_hits(hits: Sequence[Hit]) -> str:
 
 
 def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    from ctxmem_plugin import safejson
+
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = safejson.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageFailure(f"--filter: invalid JSON at column {exc.colno}: {exc.msg}") from None
     if not isinstance(value, dict):
