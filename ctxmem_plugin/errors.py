@@ -8,9 +8,14 @@ from __future__ import annotations
 
 
 class CtxMemError(Exception):
-    """Base class of every error raised on purpose by ctxmem-plugin."""
+    """Base class of every error raised on purpose by ctxmem-plugin.
+
+    The message is one line. ``details`` holds the full list when there are several findings
+    (every problem of a model directory, say); the CLI prints it with ``--verbose``.
+    """
 
     exit_code: int = 1
+    details: tuple[str, ...] = ()
 
 
 class InputError(CtxMemError):
@@ -54,7 +59,22 @@ class ModelMismatchError(CtxMemError):
 
 
 class CheckpointError(CtxMemError):
-    """A model directory that is missing files, corrupt, or does not match its config."""
+    """A model directory that is missing files, corrupt, or does not match its config.
+
+    The message names the first problem and how many more there are; ``details`` lists them all.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, details: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
+
+
+class MemoryCorruptError(CtxMemError):
+    """A memory directory whose files are damaged or altered: not a database, a truncated file,
+    a schema version that does not match its tables, a meta value or slot state that cannot be
+    what this code wrote. ``ctxmem-plugin doctor --memory DIR [--repair]`` says more."""
 
     exit_code = 2
 

@@ -30,7 +30,8 @@ from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever,
 from ctxmem_plugin.retrieval.text import embed_text, index_text
 from ctxmem_plugin.storage.base import MemoryStore, NewRow
 from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
+from ctxmem_plugin.storage.opening import create_private, meta_number, open_embedded
+from ctxmem_plugin.storage.sqlite import DB_NAME
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
@@ -119,7 +120,7 @@ class ContextMemory:
                 f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)  # 0700: it holds users' conversations
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
         self._encoder_checked = False
@@ -127,7 +128,7 @@ class ContextMemory:
             self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
             self._lock.acquire()
         try:
-            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only)
+            self.store: MemoryStore = open_embedded(self.path, read_only=read_only)
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -185,13 +186,13 @@ class ContextMemory:
         """
         if self._encoder_checked:
             return
-        name, dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
+        name, dim = self.store.get_meta("encoder"), meta_number(self.store, "dim")
         if name is None:
             if not self.read_only:
                 with self.store.transaction():
                     self.store.set_meta("encoder", self.encoder.name)
                     self.store.set_meta("dim", str(self.encoder.dim))
-        elif name != self.encoder.name or int(dim or 0) != self.encoder.dim:
+        elif name != self.encoder.name or (dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
                 f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
                 f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
@@ -202,8 +203,8 @@ class ContextMemory:
     @property
     def dim(self) -> int:
         """Width of the stored vectors: as recorded in the memory, else the encoder's."""
-        recorded = self.store.get_meta("dim")
-        return int(recorded) if recorded else self.encoder.dim
+        recorded = meta_number(self.store, "dim")
+        return recorded if recorded else self.encoder.dim
 
     @property
     def retriever(self) -> HybridRetriever:
@@ -622,7 +623,7 @@ class ContextMemory:
                 "turns": sum(c for _, c in spaces),
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),
-                "dim": int(self.store.get_meta("dim") or 0),
+                "dim": meta_number(self.store, "dim") or 0,
                 "schema_version": self.store.schema_version,
                 "model": None if self.reranker is None else self.reranker.describe(),
                 "files": files,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,17 +31,36 @@ class UsageFailure(click.ClickException):
 
 
 def handle_errors(func: F) -> F:
-    """Turn library errors into one-line click errors; the exit code comes from the error."""
+    """Turn library errors into one-line click errors; the exit code comes from the error.
+
+    With ``ctxmem-plugin --verbose``, an error's details (every problem of a model directory,
+    say) follow it, one per line. A database error that means a damaged or busy memory is
+    reported as one too (:func:`ctxmem_plugin.storage.opening.as_memory_error`).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except CtxMemError as exc:
-            error = UsageFailure(str(exc)) if exc.exit_code == 2 else click.ClickException(str(exc))
-            raise error from None
+            raise _click_error(exc) from None
+        except sqlite3.DatabaseError as exc:
+            from ctxmem_plugin.storage.opening import as_memory_error
+
+            error = as_memory_error(exc, kwargs.get("memory_dir") or "the memory")
+            if error is None:
+                raise
+            raise _click_error(error) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _click_error(exc: CtxMemError) -> click.ClickException:
+    message = " ".join(str(exc).split("\n"))
+    context = click.get_current_context(silent=True)
+    if exc.details and context is not None and context.find_root().params.get("verbose"):
+        message += "".join(f"\n  - {line}" for line in exc.details)
+    return UsageFailure(message) if exc.exit_code == 2 else click.ClickException(message)
 
 
 def memory_option(func: F) -> F:
@@ -104,7 +124,8 @@ def nothing_under(memory: ContextMemory, space: tuple[str, ...]) -> str | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ctxmem-plugin")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="On an error, also list every problem found (one per line).")
+def main(verbose: bool) -> None:
     """Offline long-term memory for LLM agents.
 
     \b

@@ -2,14 +2,20 @@
 
 A memory directory records the last migration it applied (``PRAGMA user_version``); opening it
 applies the ones after that. Never edit a released migration: append a new one.
+
+The recorded version is checked against the tables first (:data:`TABLES`): a version that was
+altered (set back to 0, to -1, to an older one) would otherwise re-run migrations over tables
+that exist. Such a database is refused with :class:`MemoryCorruptError`, unchanged;
+``ctxmem-plugin doctor --repair`` sets the version the tables show (:func:`tables_version`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import PurePath
 
-from ctxmem_plugin.errors import CtxMemError
+from ctxmem_plugin.errors import CtxMemError, MemoryCorruptError
 
 
 def _run(db: sqlite3.Connection, script: str) -> None:
@@ -137,6 +143,47 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
 ]
 
 
+TABLES: dict[int, frozenset[str]] = {
+    0: frozenset(),
+    1: frozenset({"meta", "turns", "turns_fts", "slot_states"}),
+    2: frozenset({"meta", "turns", "turns_fts", "slot_states", "turns_fts_instance", "namespace_stats"}),
+}
+"""The tables (virtual ones included) of each schema version; others in the file are not looked at."""
+
+_KNOWN = frozenset().union(*TABLES.values())
+
+
+def tables_version(db: sqlite3.Connection) -> int | None:
+    """The schema version whose tables the database holds, or ``None`` if it matches none."""
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} & _KNOWN
+    return next((version for version, tables in TABLES.items() if names == tables), None)
+
+
+def _location(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None and row[2] else "memory.sqlite3"
+
+
+def recorded_version(db: sqlite3.Connection, path: object = None) -> int:
+    """``PRAGMA user_version``, checked against the tables (see the module docstring).
+
+    Raises:
+        CtxMemError: a version newer than this code.
+        MemoryCorruptError: a negative version, or one that does not match the tables.
+    """
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    _refuse_newer(current)
+    found = tables_version(db)
+    if current < 0 or found != current:
+        where = path if path is not None else _location(db)
+        shows = "no known schema" if found is None else f"the tables of version {found}"
+        raise MemoryCorruptError(
+            f"{where}: schema version {current} does not match its tables ({shows}): altered or damaged; "
+            f"`ctxmem-plugin doctor --memory {PurePath(str(where)).parent} --repair` restores the version the tables show"
+        )
+    return int(current)
+
+
 def _refuse_newer(current: int) -> None:
     if current > len(MIGRATIONS):
         raise CtxMemError(
@@ -147,8 +194,7 @@ def _refuse_newer(current: int) -> None:
 
 def migrate(db: sqlite3.Connection) -> int:
     """Apply every migration newer than the database; return the schema version reached."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
-    _refuse_newer(current)
+    current = recorded_version(db)
     for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -163,7 +209,7 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def require_current(db: sqlite3.Connection, path: object) -> None:
     """Refuse to read a memory whose schema is older than this code (reading cannot migrate it)."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
+    current = recorded_version(db, path)
     if current < len(MIGRATIONS):
         raise CtxMemError(
             f"{path}: memory schema version {current} predates this ctxmem-plugin ({len(MIGRATIONS)}); "
