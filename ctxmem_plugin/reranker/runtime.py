@@ -9,7 +9,6 @@ turn 10,000: the state is ``members x num_slots x dim`` whatever the history len
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,9 +22,9 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.encoders.tuned import bundled_encoder
-from ctxmem_plugin.errors import CheckpointError
+from ctxmem_plugin.errors import CheckpointError, ConfigError, MemoryCorruptError
 from ctxmem_plugin.records import StoredTurn
-from ctxmem_plugin.reranker.checkpoint import load_model, read_config
+from ctxmem_plugin.reranker.checkpoint import CONFIG_NAME, load_checkpoint, read_config
 from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.model import CtxMemModel
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES, candidate_features
@@ -97,12 +96,18 @@ class Reranker:
 
     @classmethod
     def load(cls, directory: Path, store: MemoryStore | None = None, *, device: str = "auto") -> Reranker:
-        """Load a model directory (safetensors + JSON only); ``store`` may be bound later."""
+        """Load a model directory (safetensors + JSON only); ``store`` may be bound later.
+
+        Its runtime settings are checked before its weights are read.
+        """
         dev = resolve_device(device)
-        model = load_model(directory, map_location=dev).eval()
         _, extra = read_config(directory)
-        document = json.loads((directory / "config.json").read_text())
-        runtime = cls(model, RuntimeSettings.from_extra(extra), str(document["weights_sha256"])[:16], store, dev)
+        try:
+            settings = RuntimeSettings.from_extra(extra)
+        except ConfigError as exc:
+            raise CheckpointError(f"cannot load model from {directory}: {CONFIG_NAME}: extra.runtime: {exc}") from None
+        loaded = load_checkpoint(directory, map_location=dev)
+        runtime = cls(loaded.model.eval(), settings, loaded.weights_sha256[:16], store, dev)
         runtime.path = directory
         return runtime
 
@@ -149,10 +154,9 @@ class Reranker:
         """Slots after folding the full chunks of ``ids`` into the stored state; returns
         ``(slots, last folded id, folded count)`` without saving."""
         state = self.store.get_slot_state(namespace)
-        dim, m = self.model.config.slots.dim, self.model.state_slots
         chunk = self.settings.write_chunk
         if state is not None and state[0] == self.model_id:
-            slots = torch.from_numpy(np.frombuffer(state[3], dtype=np.float32).reshape(1, m, dim).copy()).to(self.device)
+            slots = torch.from_numpy(self._state_array(namespace, state[3])).to(self.device)  # (1, members * m, d)
             last, count = state[1], state[2]
         else:
             slots, last, count = self.model.init_slots(1).to(self.device), 0, 0
@@ -165,6 +169,19 @@ class Reranker:
             slots = write_chunks(self.model, slots, v, f, chunk)
             last, count = int(pending_ids[full - 1]), count + full
         return slots, last, count
+
+    def _state_array(self, namespace: ns.Namespace, blob: bytes) -> np.ndarray:
+        """A stored slot state as ``(1, members * m, d)`` float32, or :class:`MemoryCorruptError`
+        if it cannot be one this model wrote (wrong size, NaN or infinite values)."""
+        dim, m = self.model.config.slots.dim, self.model.state_slots
+        where = f"{self.store.location}: the slot state of namespace {ns.format_namespace(namespace)!r}"
+        fix = f"`ctxmem-plugin doctor --memory {self.store.location} --repair` rebuilds it from the turns"
+        if len(blob) != m * dim * 4:
+            raise MemoryCorruptError(f"{where} has {len(blob):,} bytes, this model's {m * dim * 4:,} (damaged); {fix}")
+        state = np.frombuffer(blob, dtype=np.float32).reshape(1, m, dim)
+        if not np.isfinite(state).all():
+            raise MemoryCorruptError(f"{where} holds NaN or infinite values (damaged); {fix}")
+        return state.copy()
 
     def _after(self, namespace: ns.Namespace, last: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[list[int], np.ndarray]:
         """Ids and vectors of the namespace's turns after ``last`` (the ones given are not read again)."""
