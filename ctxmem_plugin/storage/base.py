@@ -37,6 +37,33 @@ SlotState = tuple[str, int, int, bytes]
 """``(model id, last folded turn id, turns folded, state bytes)`` of one namespace."""
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a memory by :meth:`MemoryStore.check`.
+
+    Attributes:
+        part: what it concerns; the embedded store's: ``database``, ``schema``, ``meta``,
+            ``fts``, ``vectors``, ``slots`` or ``namespaces``.
+        message: what is wrong, one line.
+        repairable: whether :meth:`MemoryStore.repair` can rebuild it from the source of truth.
+    """
+
+    part: str
+    message: str
+    repairable: bool
+
+    def __str__(self) -> str:
+        return f"{self.part}: {self.message}" + ("" if self.repairable else " (not repairable here)")
+
+
+@dataclass(frozen=True)
+class SlotShape:
+    """The slot state a model keeps per namespace: its id and the state's size in bytes."""
+
+    model_id: str
+    state_bytes: int
+
+
 @runtime_checkable
 class MemoryStore(Protocol):
     """A memory's storage backend.
@@ -167,3 +194,18 @@ class MemoryStore(Protocol):
         ...
 
     def get_slot_state(self, namespace: ns.Namespace) -> SlotState | None: ...
+
+    # -- integrity (``ctxmem-plugin doctor``) -------------------------------------------------
+
+    def check(self, *, slots: SlotShape | None = None) -> list[Finding]:
+        """Every problem found in the stored data and what is derived from it; changes nothing.
+
+        Args:
+            slots: the slot state a model keeps, to check the stored ones against.
+        """
+        ...
+
+    def repair(self, *, slots: SlotShape | None = None) -> list[str]:
+        """Rebuild what can be rebuilt from the source of truth (indexes, statistics, slot
+        states); returns what was done, one line each. The caller is the memory's writer."""
+        ...
