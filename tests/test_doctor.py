@@ -22,6 +22,8 @@ from ctxmem_plugin.reranker.model import CtxMemModel, ModelConfig
 from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES
+from ctxmem_plugin.storage.base import MemoryStore
+from ctxmem_plugin.storage.sqlite import LongTermStore
 
 from conftest import REPO, HashEncoder
 
@@ -87,6 +89,11 @@ def test_an_intact_memory_has_no_problems(intact: dict[str, Path], tmp_path: Pat
     result = doctor(memory, "--model", str(intact["model"]))
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{memory}: no problems found\n"
+    store = LongTermStore(memory, read_only=True)
+    try:
+        assert isinstance(store, MemoryStore) and store.check() == []
+    finally:
+        store.close()
 
 
 DAMAGE = {
@@ -173,3 +180,12 @@ def test_what_cannot_be_rebuilt_stays_a_problem_after_repair(intact: dict[str, P
     result = doctor(garbage, "--repair")
     assert result.exit_code == 1 and result.stdout == "problem database: not a SQLite database (damaged or replaced) (not repairable here)\n"
 
+
+def test_the_store_methods_check_and_repair(intact: dict[str, Path], tmp_path: Path) -> None:
+    memory = copy(intact, tmp_path)
+    sql(memory, *DAMAGE["fts"][1])
+    with ContextMemory(memory, encoder=HashEncoder()) as mem:
+        assert [f.part for f in mem.store.check()] == ["fts"]
+        assert mem.store.repair() == ["fts: full-text index, token counts and BM25 statistics rebuilt from the turns"]
+        assert mem.store.check() == []
+    assert answers(memory) == answers(intact["memory"])

@@ -24,7 +24,7 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.filters import Filters, compile_filters
 from ctxmem_plugin.records import StoredTurn
 from ctxmem_plugin.storage import bm25 as bm25_scoring
-from ctxmem_plugin.storage.base import NewRow, SlotState
+from ctxmem_plugin.storage.base import Finding, NewRow, SlotShape, SlotState
 from ctxmem_plugin.storage.schema import migrate, require_current
 from ctxmem_plugin.storage.vectors import VectorIndex
 
@@ -484,6 +484,22 @@ class LongTermStore:
             " VALUES (?,?,?,?,?,?)",
             (ns.to_key(namespace), model_id, last_turn_id, turns, state, time.time()),
         )
+
+    # -- integrity (``ctxmem-plugin doctor``) -------------------------------------------------
+
+    def check(self, *, slots: SlotShape | None = None) -> list[Finding]:
+        """Every problem found in this memory's files (:func:`ctxmem_plugin.storage.integrity.check`)."""
+        from ctxmem_plugin.storage import integrity  # it opens stores itself: imported when used
+
+        return integrity.check(self.directory, slots=slots)
+
+    def repair(self, *, slots: SlotShape | None = None) -> list[str]:
+        """Rebuild what SQLite holds the truth for (:func:`ctxmem_plugin.storage.integrity.repair`)."""
+        from ctxmem_plugin.storage import integrity
+
+        done = integrity.repair(self.directory, slots=slots)
+        self._index = None  # its file may have been rebuilt: loaded again on next use
+        return done
 
 
 def _stored(r: sqlite3.Row) -> StoredTurn:
