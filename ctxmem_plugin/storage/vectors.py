@@ -63,8 +63,8 @@ class VectorIndex:
             index = self.faiss.read_index(str(path))
         except (OSError, ValueError, RuntimeError):
             return False  # unreadable: rebuilt from SQLite by the caller, nothing is lost
-        if index.d != self.dim or not isinstance(index, self.faiss.IndexIDMap2):
-            return False
+        if not isinstance(state, dict) or index.d != self.dim or not isinstance(index, self.faiss.IndexIDMap2):
+            return False  # a state file that is not {"generation": ...}: rebuilt like an unreadable one
         self.index = index
         return state.get("generation") == generation
 
