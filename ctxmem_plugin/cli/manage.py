@@ -61,17 +61,31 @@ def export_cmd(memory_dir: Path, out: Path, namespace: str, with_vectors: bool) 
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @handle_errors
 def forget(memory_dir: Path, namespace: str, yes: bool) -> None:
-    """Remove everything stored under a namespace, leaving nothing of it on disk."""
+    """Remove everything stored under a namespace, leaving nothing of it on disk.
+
+    If another process is reading the memory, the deleted text stays in the database's
+    write-ahead log until it stops: then this says so and exits with 1; run it again later
+    (with nothing left to delete, it finishes clearing the log).
+    """
+    from ctxmem_plugin.storage.integrity import unscrubbed_bytes
+
     space = parse_namespace(namespace)
     memory = open_memory(memory_dir, read_only=False, create=False)
     empty = nothing_under(memory, space)
     if empty:
         click.echo(f"nothing to forget: {empty}")
-        return
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Forget everything under {namespace}?", abort=True)
-    count = memory.forget(space)
-    click.echo(f"forgot {count} turns under {namespace}")
+    else:
+        if not yes and sys.stdin.isatty():
+            click.confirm(f"Forget everything under {namespace}?", abort=True)
+        click.echo(f"forgot {memory.forget(space)} turns under {namespace}")
+    if empty and unscrubbed_bytes(memory_dir):
+        memory.forget(space)  # nothing to delete: clears what an earlier forget left in the log
+    left = unscrubbed_bytes(memory_dir)
+    if left:
+        raise click.ClickException(
+            f"another process is reading {memory_dir}: {left:,} bytes of the write-ahead log, which may hold "
+            "the forgotten text, stay on disk until it stops; run this command again then"
+        )
 
 
 @main.command()
