@@ -46,16 +46,16 @@ def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Na
     for label in labels:
         if not isinstance(label, str):
             raise NamespaceError(f"namespace labels must be strings, got {type(label).__name__}")
+        if not is_unicode(label):  # first: the messages below show labels as they are
+            raise NamespaceError(f"namespace label {label!r} is not valid Unicode text (a lone surrogate)")
         if not label or not label.strip():
-            raise NamespaceError(f"namespace {labels!r} has an empty label")
+            raise NamespaceError(f"namespace '{SEPARATOR.join(labels)}' has an empty label")
         if SEPARATOR in label:
-            raise NamespaceError(f"namespace label {label!r} contains '/', which separates labels")
+            raise NamespaceError(f"namespace label '{label}' contains '/', which separates labels")
         if len(label) > MAX_LABEL_LENGTH:
             raise NamespaceError(f"namespace label longer than {MAX_LABEL_LENGTH} characters")
         if any(ord(ch) < 32 for ch in label):
-            raise NamespaceError(f"namespace label {label!r} contains a control character")
-        if not is_unicode(label):
-            raise NamespaceError(f"namespace label {label!r} is not valid Unicode text (a lone surrogate)")
+            raise NamespaceError(f"namespace label {label!r} contains a control character")  # repr shows which
     return labels
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ctxmem_plugin.memory import ContextMemory
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 
 @pytest.mark.parametrize("state", ["null", "[1, 2]", "7", '"generation"', "{}"])

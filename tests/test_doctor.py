@@ -25,7 +25,7 @@ from ctxmem_plugin.retrieval.features import FEATURE_NAMES
 from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.storage.sqlite import LongTermStore
 
-from conftest import REPO, HashEncoder
+from helpers import REPO, HashEncoder
 
 QUERIES = ["dog", "what is the name of the dog", "garden tomatoes", "Biscuit", "walk in the park"]
 

@@ -31,7 +31,7 @@ from ctxmem_plugin.reranker.model import CtxMemModel, ModelConfig
 from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, database=None, print_blob=True,

@@ -26,7 +26,7 @@ from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES
 
-from conftest import REPO, HashEncoder
+from helpers import REPO, HashEncoder
 
 CORPUS = REPO / "tests" / "data" / "bad"
 DOCUMENT = json.loads((CORPUS / "cases.json").read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 CONFIG = ModelConfig(
     slots=SlotConfig(dim=64, num_slots=4, feature_dim=8),

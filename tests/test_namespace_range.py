@@ -15,7 +15,7 @@ from ctxmem_plugin.cli import main
 from ctxmem_plugin.errors import NamespaceError
 from ctxmem_plugin.memory import ContextMemory
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 TOP = chr(0x10FFFF)
 EDGE_NAMESPACES = [

@@ -17,7 +17,7 @@ import ctxmem_plugin.storage.sqlite
 from ctxmem_plugin.cli import main
 from ctxmem_plugin.memory import ContextMemory
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 SECRET = "the-launch-code-is-7731"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,7 +43,7 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CtxMemError as exc:
             raise _click_error(exc) from None
-        except sqlite3.DatabaseError as exc:
+        except Exception as exc:  # only a database error that means a damaged or busy memory is turned
             from ctxmem_plugin.storage.opening import as_memory_error
 
             error = as_memory_error(exc, kwargs.get("memory_dir") or "the memory")

@@ -20,9 +20,19 @@ from ctxmem_plugin.cli.app import handle_errors, main, memory_option
 def doctor(memory_dir: Path, repair: bool, model: Path | None) -> None:
     """Check a memory: SQLite integrity, full-text index, vector index vs turns, slot states, namespaces.
 
-    Prints one line per problem and exits with 1 if any remain (after --repair, those it could
-    not rebuild); prints a summary line and exits with 0 when there is none. Without --repair
-    nothing is changed.
+    Prints one line per problem ("problem PART: what") and exits with 1 if any remain (after
+    --repair, those it could not rebuild: marked "not repairable here"); prints "DIR: no problems
+    found" and exits with 0 when there is none. Without --repair nothing is changed.
+
+    \b
+    database    a whole SQLite file; PRAGMA integrity_check passes
+    schema      the recorded version matches the tables and is this version's
+    meta        generation and dim are numbers; every vector has dim finite values
+    fts         the full-text index, token counts and BM25 statistics match the turns
+    vectors     vectors.faiss readable, of the memory's width and, when vectors.json says it is
+                current, holding exactly the turns' ids and vectors
+    slots       slot states finite; with --model, the size that model needs
+    namespaces  every stored namespace valid and inside the root range
     """
     from ctxmem_plugin.errors import MemoryNotFoundError
     from ctxmem_plugin.storage import integrity
