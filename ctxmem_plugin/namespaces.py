@@ -43,9 +43,10 @@ def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Na
         raise NamespaceError(f"a namespace is a tuple of labels or 'a/b' text, got {type(namespace).__name__}")
     if not labels and not allow_empty:
         raise NamespaceError("namespace must have at least one label, e.g. ('user-42',)")
-    for label in labels:
+    for label in labels:  # all types first: the messages below join the labels
         if not isinstance(label, str):
             raise NamespaceError(f"namespace labels must be strings, got {type(label).__name__}")
+    for label in labels:
         if not is_unicode(label):  # first: the messages below show labels as they are
             raise NamespaceError(f"namespace label {label!r} is not valid Unicode text (a lone surrogate)")
         if not label or not label.strip():

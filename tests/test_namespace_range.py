@@ -65,3 +65,10 @@ def test_labels_that_are_not_valid_unicode_are_refused(label: str) -> None:
         ns.validate((label,))
     with pytest.raises(NamespaceError, match="lone surrogate"):
         ns.validate(f"user/{label}")
+
+
+@pytest.mark.parametrize("labels", [["", 1e20], ["ok", None], [" ", 3], ["a/b", 1]])
+def test_a_label_of_the_wrong_type_is_named_before_anything_reads_the_others(labels: list[object]) -> None:
+    # Found by the export reader's fuzzing: an empty label beside a number crashed joining them.
+    with pytest.raises(NamespaceError, match="labels must be strings"):
+        ns.validate(labels)  # type: ignore[arg-type]
