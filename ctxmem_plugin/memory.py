@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,9 +29,10 @@ from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_tu
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text, index_text
+from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore, NewRow
 from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
+from ctxmem_plugin.storage.sqlite import DB_NAME, VECTOR_DTYPES, LongTermStore
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
@@ -79,6 +82,11 @@ class ContextMemory:
         create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
         lock_timeout: seconds to wait for another process writing to this memory.
+        index: how dense search is done: exactly up to ``exact_limit`` turns under the prefix
+            searched, approximately above (:class:`~ctxmem_plugin.storage.ann.IndexConfig`).
+        vector_dtype: how a new memory stores its vectors: ``"float32"`` (default) or
+            ``"float16"`` (half the bytes, scores within about 1e-3); an existing memory keeps
+            the one it was created with, and naming another is an error.
 
     Example:
         >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
@@ -97,6 +105,8 @@ class ContextMemory:
         create: bool = True,
         retrieval: RetrievalConfig | None = None,
         lock_timeout: float = 10.0,
+        index: IndexConfig | None = None,
+        vector_dtype: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -118,6 +128,9 @@ class ContextMemory:
                 f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
+        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
+            raise InputError(f"vector_dtype must be one of {', '.join(VECTOR_DTYPES)}, got {vector_dtype!r}")
+        self._vector_dtype = vector_dtype
         self.path.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
@@ -126,7 +139,11 @@ class ContextMemory:
             self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
             self._lock.acquire()
         try:
-            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only)
+            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only, index=index)
+            recorded = self.store.get_meta("vector_dtype") or "float32"
+            if vector_dtype is not None and self.store.get_meta("encoder") is not None and vector_dtype != recorded:
+                self.store.close()
+                raise InputError(f"{self.path} stores its vectors as {recorded}, not {vector_dtype}")
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -190,6 +207,7 @@ class ContextMemory:
                 with self.store.transaction():
                     self.store.set_meta("encoder", self.encoder.name)
                     self.store.set_meta("dim", str(self.encoder.dim))
+                    self.store.set_meta("vector_dtype", self._vector_dtype or "float32")
         elif name != self.encoder.name or int(dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
                 f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
@@ -248,21 +266,19 @@ class ContextMemory:
                 return out
             self._require_encoder()
             vectors = self._vectors_of(entries, todo, progress)
-            # Runs of consecutive turns of one namespace, in input order: ids follow the input.
-            runs: list[tuple[ns.Namespace, list[int]]] = []
-            for j in todo:
-                if not runs or runs[-1][0] != spaces[j]:
-                    runs.append((spaces[j], []))
-                runs[-1][1].append(j)
+            rows = [(spaces[j], NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vectors[j])) for j in todo]
             with self.store.transaction():
-                for space, run in runs:
-                    vecs = np.stack([vectors[j] for j in run])  # (n, d)
-                    rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
-                    ids, _ = self.store.insert(space, rows)
-                    if self.reranker is not None:
-                        self.reranker.update(space, np.asarray(ids, dtype=np.int64), vecs)
-                    for j, turn_id in zip(run, ids):
-                        out[j] = turn_id
+                ids, _ = self.store.insert_many(rows)  # one batch whatever the namespaces; ids follow the input
+                for j, turn_id in zip(todo, ids):
+                    out[j] = turn_id
+                if self.reranker is not None:
+                    groups: dict[ns.Namespace, list[int]] = {}
+                    for j in todo:
+                        groups.setdefault(spaces[j], []).append(j)
+                    self.reranker.update_many(
+                        [(space, np.asarray([out[j] for j in mine], dtype=np.int64), np.stack([vectors[j] for j in mine]))
+                         for space, mine in groups.items()]
+                    )
             return out
 
     def _vectors_of(
@@ -601,20 +617,30 @@ class ContextMemory:
             return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: turns per namespace, files on disk, encoder, model."""
+        """Counts and sizes: turns per namespace, files on disk, bytes per turn on disk and in RAM, encoder, model.
+
+        ``ram_bytes`` is this process's resident memory now (what it has searched and loaded
+        included); ``ram_bytes_per_turn`` divides it by the turns stored.
+        """
         with self._guard:
             spaces = self.store.namespaces(())
             files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            turns = sum(c for _, c in spaces)
+            ram = resident_bytes()
             return {
                 "path": str(self.path),
                 "turns": sum(c for _, c in spaces),
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),
                 "dim": int(self.store.get_meta("dim") or 0),
+                "vector_dtype": self.store.get_meta("vector_dtype") or "float32",
                 "schema_version": self.store.schema_version,
                 "model": None if self.reranker is None else self.reranker.describe(),
                 "files": files,
                 "bytes": sum(files.values()),
+                "bytes_per_turn": round(sum(files.values()) / turns, 1) if turns else None,
+                "ram_bytes": ram,
+                "ram_bytes_per_turn": round(ram / turns, 1) if turns and ram else None,
             }
 
     awrite = _async_twin(write)
@@ -632,6 +658,20 @@ class ContextMemory:
     acontext = _async_twin(context)
     aexplain = _async_twin(explain)
     astats = _async_twin(stats)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory in bytes (Linux ``/proc``; else the peak, where known)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        try:
+            import resource
+        except ImportError:
+            return None
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:

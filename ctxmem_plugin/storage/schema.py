@@ -131,9 +131,59 @@ def _m002_namespace_bm25(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_scale(db: sqlite3.Connection) -> None:
+    """Search cost set by the prefix searched: postings keyed by namespace, cells for large prefixes."""
+    from ctxmem_plugin.storage.bm25 import Tokenizer, namespaced_terms
+
+    _run(
+        db,
+        """
+        -- The postings again, each token suffixed with its turn's namespace key in hex
+        -- ("dog_75312f" for "dog" in "u1/"): one term range holds a term's postings under a
+        -- prefix, and nothing else. Contentless: the store writes and deletes its rows.
+        CREATE VIRTUAL TABLE turns_nsfts USING fts5(terms, content='', tokenize="ascii tokenchars '_'");
+        CREATE VIRTUAL TABLE turns_nsfts_instance USING fts5vocab(turns_nsfts, 'instance');
+
+        -- The approximate index of large prefixes (storage/ann.py): trained centroids, and the
+        -- cell of every turn once they exist. A deleted turn leaves its cell with it.
+        CREATE TABLE ann_centroids (
+            version    INTEGER PRIMARY KEY,
+            nlist      INTEGER NOT NULL,
+            dim        INTEGER NOT NULL,
+            trained_on INTEGER NOT NULL,
+            centroids  BLOB NOT NULL
+        );
+        CREATE TABLE ann_cells (
+            cell      INTEGER NOT NULL,
+            namespace TEXT NOT NULL,
+            id        INTEGER NOT NULL,
+            PRIMARY KEY (cell, namespace, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX ann_cells_id ON ann_cells(id);
+        CREATE TRIGGER turns_ann_ad AFTER DELETE ON turns BEGIN
+            DELETE FROM ann_cells WHERE id = old.id;
+        END;
+        """,
+    )
+    # Turns written before this migration get their namespaced postings now.
+    tokenizer = Tokenizer()
+    last = -1
+    while True:
+        rows = db.execute("SELECT id, namespace, index_text FROM turns WHERE id > ? ORDER BY id LIMIT 4096", (last,)).fetchall()
+        if not rows:
+            break
+        tokens = tokenizer.tokens([r[2] for r in rows])
+        db.executemany(
+            "INSERT INTO turns_nsfts(rowid, terms) VALUES (?, ?)",
+            [(r[0], namespaced_terms(t, r[1])) for r, t in zip(rows, tokens)],
+        )
+        last = int(rows[-1][0])
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_namespace_bm25", _m002_namespace_bm25),
+    ("003_scale", _m003_scale),
 ]
 
 
