@@ -299,8 +299,8 @@ def measure_rss(path: Path, space: str, queries: list[str]) -> dict[str, float]:
 # -- recall on real text --------------------------------------------------------------------------
 
 
-def real_texts(locomo: Path) -> tuple[list[str], list[str]]:
-    """LoCoMo turns and each of their sentences (real text), and the questions."""
+def real_texts(locomo: Path, sentences: bool = True) -> tuple[list[str], list[str]]:
+    """LoCoMo turns and (with ``sentences``) each of their sentences (real text), and the questions."""
     from ctxmem_plugin.formats.locomo import load_locomo
     from ctxmem_plugin.retrieval.text import embed_text
 
@@ -311,7 +311,7 @@ def real_texts(locomo: Path) -> tuple[list[str], list[str]]:
             whole = embed_text(st.turn)
             texts.append(whole)
             parts = [p for p in re.split(r"(?<=[.!?])\s+", st.turn.content) if len(p.split()) >= 4]
-            if len(parts) > 1:
+            if sentences and len(parts) > 1:
                 texts += [f"{st.turn.speaker_name}: {p}" for p in parts]
     questions = [q.question for c in convs for q in c.questions]
     return texts, questions
@@ -328,8 +328,9 @@ def locomo_latency(work: Path, minilm: Any, locomo: Path) -> dict[str, Any]:
     from ctxmem_plugin.formats.locomo import load_locomo
     from ctxmem_plugin.retrieval.text import embed_text
 
-    data = np.load(work / "recall_vectors.npz")
-    texts, _ = real_texts(locomo)
+    sentences = (work / "recall_vectors.npz").is_file()
+    data = np.load(work / ("recall_vectors.npz" if sentences else "recall_turn_vectors.npz"))
+    texts, _ = real_texts(locomo, sentences)
     at = {t: i for i, t in reversed(list(enumerate(texts)))}
     convs = load_locomo(locomo)
     questions = [(c.sample_id, q.question) for c in convs for q in c.questions[:30]]
@@ -365,12 +366,12 @@ def locomo_latency(work: Path, minilm: Any, locomo: Path) -> dict[str, Any]:
     return out
 
 
-def recall(work: Path, minilm: Any, locomo: Path, log: Any) -> dict[str, Any]:
+def recall(work: Path, minilm: Any, locomo: Path, log: Any, sentences: bool = True) -> dict[str, Any]:
     from ctxmem_plugin import ContextMemory, NewTurn, Turn
     from ctxmem_plugin.storage.ann import IndexConfig
 
-    cache = work / "recall_vectors.npz"
-    texts, questions = real_texts(locomo)
+    cache = work / ("recall_vectors.npz" if sentences else "recall_turn_vectors.npz")
+    texts, questions = real_texts(locomo, sentences)
     questions = questions[:: max(1, len(questions) // 400)][:400]
     if cache.is_file():
         data = np.load(cache)
@@ -391,8 +392,8 @@ def recall(work: Path, minilm: Any, locomo: Path, log: Any) -> dict[str, Any]:
         def encode_query(self, text: str) -> np.ndarray:
             raise AssertionError("queries are vectors")
 
-    out: dict[str, Any] = {"turns": len(texts), "queries": len(questions)}
-    paths = {dtype: work / f"recall-{dtype}" for dtype in ("float32", "float16")}
+    out: dict[str, Any] = {"turns": len(texts), "queries": len(qv)}
+    paths = {dtype: work / f"recall-{dtype}{'' if sentences else '-turns'}" for dtype in ("float32", "float16")}
     for dtype, path in paths.items():
         if not (path / "memory.sqlite3").is_file():
             with ContextMemory(path, encoder=Fixed("minilm-real"), vector_dtype=dtype, index=IndexConfig(exact_limit=2_000)) as mem:
@@ -500,6 +501,37 @@ def peers(corpus_seed: int, size: int, spaces: int, queries: list[str], minilm: 
     return out
 
 
+def cpu_costs(work: Path, queries: list[str], out: Path, log: Any) -> dict[str, Any]:
+    """CPU seconds of the process per search (``time.process_time``) in every memory built in ``work``.
+
+    On a machine shared with other jobs, wall time measures the queue for the cores as much as
+    the work; the CPU time a search takes is what it costs. One thread (set by ``one_thread``).
+    """
+    from ctxmem_plugin import ContextMemory
+    from ctxmem_plugin.encoders import DEFAULT_MODEL
+
+    res: dict[str, Any] = {}
+    for path in sorted(work.glob("mem-*-*"), key=lambda p: (int(p.name.split("-")[1]), int(p.name.split("-")[2]))):
+        if not (path / "built.json").is_file():
+            continue
+        spaces, size = (int(x) for x in path.name.split("-")[1:])
+        corpus = Corpus(seed=spaces + size)
+        row: dict[str, Any] = {"namespaces": spaces, "size": size}
+        with ContextMemory(path, encoder=StandIn(corpus, DEFAULT_MODEL), read_only=True) as mem:
+            for method in ("bm25", "dense", "hybrid"):
+                mem.search(queries[0], ("t-%d" % size,), k=10, method=method)
+                cpu = []
+                for q in queries:
+                    t = time.process_time()
+                    mem.search(q, ("t-%d" % size,), k=10, method=method)
+                    cpu.append(time.process_time() - t)
+                row[method] = pct(cpu)
+        res[path.name] = row
+        log(f"CPU per search, {size:,} turns over {spaces:,} namespaces: " + ", ".join(f"{m} {row[m]['p50_ms']:.2f}/{row[m]['p95_ms']:.2f} ms" for m in ("bm25", "dense", "hybrid")))
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
 # -- the plot ---------------------------------------------------------------------------------------
 
 
@@ -560,6 +592,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: recall,peers,ingest,cli,ctxmem")
     parser.add_argument("--max-size", default="10000:100000", help="largest size per namespace count, e.g. 10000:100000")
     parser.add_argument("--build-only", action="store_true", help="build the memories (in --work) and stop")
+    parser.add_argument("--recall-texts", default="sentences", choices=["sentences", "turns"],
+                        help="recall set: LoCoMo turns and their sentences (about 12,500 texts), or the turns alone (4,124)")
+    parser.add_argument("--cpu-only", action="store_true", help="CPU time per search in the memories built in --work (scale_cpu.json)")
     parser.add_argument("--merge", default="", help="comma-separated result files of earlier runs to combine into --out (no run)")
     args = parser.parse_args()
     if args.merge:
@@ -575,6 +610,11 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     one_thread()
+    if args.cpu_only:
+        qc = Corpus(seed=99)
+        qs = [qc.text(d[: random.Random(i).randint(1, 4)]) for i, d in enumerate(qc.sample(QUERIES))]
+        cpu_costs(work, qs, Path(args.out).with_name("scale_cpu.json"), print)
+        return
     from ctxmem_plugin.encoders import SentenceEncoder
 
     def log(msg: str) -> None:
@@ -642,7 +682,7 @@ def main() -> None:
     if args.build_only:
         return
     if "recall" not in skip and Path(args.locomo).is_file():
-        results["recall"] = recall(work, minilm, Path(args.locomo), log)
+        results["recall"] = recall(work, minilm, Path(args.locomo), log, sentences=args.recall_texts == "sentences")
         log(f"recall: {json.dumps(results['recall'])}")
         results["locomo"] = locomo_latency(work, minilm, Path(args.locomo))
         log(f"LoCoMo, 4,124 turns: {json.dumps(results['locomo'])}")
