@@ -355,12 +355,14 @@ def locomo_latency(work: Path, minilm: Any, locomo: Path) -> dict[str, Any]:
         with ContextMemory(path, encoder=encoder, read_only=True) as mem:
             for method in ("bm25", "dense", "hybrid"):
                 mem.search(questions[0][1], ("locomo", questions[0][0]), k=10, method=method)
-                lat = []
+                lat, cpu = [], []
                 for sid, q in questions:
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     mem.search(q, ("locomo", sid), k=10, method=method)
                     lat.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
                 out[f"{method}_{label}"] = pct(lat)
+                out[f"{method}_{label}_cpu"] = pct(cpu)
     out["query_encoding_minilm"] = query_encoding(minilm, [q for _, q in questions])
     out["hybrid_minus_encoding_ms"] = round(out["hybrid_with_encoding"]["p50_ms"] - out["query_encoding_minilm"]["p50_ms"], 3)
     return out
