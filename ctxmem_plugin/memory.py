@@ -9,6 +9,8 @@ is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,10 +36,11 @@ from ctxmem_plugin.records import (
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.search import hit_of, run_search
+from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.storage.lock import WriterLock
 from ctxmem_plugin.storage.opening import create_private, meta_number, open_embedded
-from ctxmem_plugin.storage.sqlite import DB_NAME
+from ctxmem_plugin.storage.sqlite import DB_NAME, VECTOR_DTYPES
 from ctxmem_plugin.twins import async_twin
 from ctxmem_plugin.writes import reembed_all, write_entries
 
@@ -62,6 +65,11 @@ class ContextMemory:
         create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
         lock_timeout: seconds to wait for another process writing to this memory.
+        index: how dense search is done: exactly up to ``exact_limit`` turns under the prefix
+            searched, approximately above (:class:`~ctxmem_plugin.storage.ann.IndexConfig`).
+        vector_dtype: how a new memory stores its vectors: ``"float32"`` (default) or
+            ``"float16"`` (half the bytes, scores within about 1e-3); an existing memory keeps
+            the one it was created with, and naming another is an error.
 
     Example:
         >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
@@ -80,6 +88,8 @@ class ContextMemory:
         create: bool = True,
         retrieval: RetrievalConfig | None = None,
         lock_timeout: float = 10.0,
+        index: IndexConfig | None = None,
+        vector_dtype: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -101,6 +111,9 @@ class ContextMemory:
                 f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
+        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
+            raise InputError(f"vector_dtype must be one of {', '.join(VECTOR_DTYPES)}, got {vector_dtype!r}")
+        self._vector_dtype = vector_dtype
         create_private(self.path)  # 0700: it holds users' conversations
         self._guard = threading.RLock()
         self._lock: WriterLock | None = None
@@ -109,7 +122,11 @@ class ContextMemory:
             self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
             self._lock.acquire()
         try:
-            self.store: MemoryStore = open_embedded(self.path, read_only=read_only)
+            self.store: MemoryStore = open_embedded(self.path, read_only=read_only, index=index)
+            recorded = self.store.get_meta("vector_dtype") or "float32"
+            if vector_dtype is not None and self.store.get_meta("encoder") is not None and vector_dtype != recorded:
+                self.store.close()
+                raise InputError(f"{self.path} stores its vectors as {recorded}, not {vector_dtype}")
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -135,7 +152,7 @@ class ContextMemory:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Save the vector index if it changed, close the database, release the writer lock."""
+        """Close the database and release the writer lock (nothing is left to save)."""
         with self._guard:
             if getattr(self, "store", None) is None:
                 return
@@ -149,7 +166,7 @@ class ContextMemory:
             self._lock = None
 
     def flush(self) -> None:
-        """Write the vector index to disk now (it is otherwise written on close)."""
+        """Kept for compatibility: every write is in the database when it returns (nothing is kept aside)."""
         with self._guard:
             self.store.flush()
 
@@ -173,6 +190,7 @@ class ContextMemory:
                 with self.store.transaction():
                     self.store.set_meta("encoder", self.encoder.name)
                     self.store.set_meta("dim", str(self.encoder.dim))
+                    self.store.set_meta("vector_dtype", self._vector_dtype or "float32")
         elif name != self.encoder.name or (dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
                 f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
@@ -213,7 +231,7 @@ class ContextMemory:
         with self._guard:
             return write_entries(
                 self.store, self.encoder, self.dim, entries, dedupe=dedupe, progress=progress,
-                on_rows=self.reranker.update if self.reranker is not None else None, before_encoding=self._require_encoder,
+                on_rows=self.reranker.update_many if self.reranker is not None else None, before_encoding=self._require_encoder,
             )
 
     def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
@@ -274,8 +292,8 @@ class ContextMemory:
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
-        Deleted content is overwritten in the database file, the WAL is truncated and the
-        vector index is saved without it, so nothing of it is left on disk. Returns the count.
+        Deleted content is overwritten in the database file, the full-text indexes are merged and
+        the WAL is truncated, so nothing of it is left on disk. Returns the count.
         """
         self._writable()
         space = ns.validate(namespace)
@@ -291,7 +309,8 @@ class ContextMemory:
         For a memory built before a model with its own tuned encoder was trained: open it with
         that model (or the new encoder) and re-encode it once. All in one transaction, so a
         crash leaves the old vectors and encoder in place. Slot states are dropped (they are
-        rebuilt from the new vectors on first use) and the vector index is rebuilt.
+        rebuilt from the new vectors on first use) and the approximate index's cells are trained
+        again from the new vectors before it commits (when the memory is large enough to have them).
 
         Args:
             batch: turns encoded per step.
@@ -484,20 +503,30 @@ class ContextMemory:
             return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: turns per namespace, files on disk, encoder, model."""
+        """Counts and sizes: turns per namespace, files on disk, bytes per turn on disk and in RAM, encoder, model.
+
+        ``ram_bytes`` is this process's resident memory now (what it has searched and loaded
+        included); ``ram_bytes_per_turn`` divides it by the turns stored.
+        """
         with self._guard:
             spaces = self.store.namespaces(())
             files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            turns = sum(c for _, c in spaces)
+            ram = resident_bytes()
             return {
                 "path": str(self.path),
-                "turns": sum(c for _, c in spaces),
+                "turns": turns,
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),
                 "dim": meta_number(self.store, "dim") or 0,
+                "vector_dtype": self.store.get_meta("vector_dtype") or "float32",
                 "schema_version": self.store.schema_version,
                 "model": None if self.reranker is None else self.reranker.describe(),
                 "files": files,
                 "bytes": sum(files.values()),
+                "bytes_per_turn": round(sum(files.values()) / turns, 1) if turns else None,
+                "ram_bytes": ram,
+                "ram_bytes_per_turn": round(ram / turns, 1) if turns and ram else None,
             }
 
     awrite = async_twin(write)
@@ -541,3 +570,17 @@ def _ids(ids: Any) -> list[int]:
             raise InputError(f"ids must be 64-bit integers, got {safejson.show(i)}")
         out.append(int(i))
     return out
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory in bytes (Linux ``/proc``; else the peak, where known)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        try:
+            import resource
+        except ImportError:
+            return None
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -22,6 +22,7 @@ from ctxmem_plugin.reranker.model import CtxMemModel, ModelConfig
 from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
 from ctxmem_plugin.retrieval.features import FEATURE_NAMES
+from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.storage.sqlite import LongTermStore
 
@@ -48,7 +49,6 @@ def intact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_model(CtxMemModel(config), root / "model", extra={"runtime": {"pool": 50, "write_chunk": 4}})
     with ContextMemory(root / "memory", model=root / "model", encoder=HashEncoder()) as mem:
         mem.ingest(read_paths([REPO / "examples" / "chat_logs"]), ("maya",), split_conversations=True)
-        mem.search("dog", ("maya",))  # the vector index is saved with the memory
     return {"memory": root / "memory", "model": root / "model"}
 
 
@@ -101,7 +101,12 @@ DAMAGE = {
             ["INSERT INTO turns_fts(turns_fts, rowid, index_text) SELECT 'delete', id, index_text FROM turns WHERE id % 3 = 0"]),
     "bm25 statistics": ("BM25 statistics of", ["UPDATE namespace_stats SET turns = turns + 7, tokens = tokens * 2"]),
     "token counts": ("record a token count", ["UPDATE turns SET n_tokens = n_tokens + 1 WHERE id % 2 = 0"]),
-    "schema version": ("records version 0, its tables are version 2", ["PRAGMA user_version = 0"]),
+    "schema version": ("records version 0, its tables are version 3", ["PRAGMA user_version = 0"]),
+    # Postings of a turn that is gone: words a forget or delete must not leave behind.
+    "stale postings": ("the per-namespace postings hold words of 1 deleted turn(s)",
+                       ["INSERT INTO turns_nsfts(rowid, terms) VALUES (999999, 'secret_6d6179612f')"]),
+    "vector dtype": ("meta vector_dtype is 'float8', not float32 or float16",
+                     ["INSERT OR REPLACE INTO meta(key, value) VALUES ('vector_dtype', 'float8')"]),
     "generation": ("meta generation is 'x1', not a number", ["UPDATE meta SET value = 'x1' WHERE key = 'generation'"]),
 }
 
@@ -122,31 +127,23 @@ def test_damage_is_found_left_alone_and_repaired_to_the_intact_answers(intact: d
     assert answers(memory) == answers(intact["memory"])
 
 
-def test_a_vector_index_from_another_memory_is_found_and_rebuilt(intact: dict[str, Path], tmp_path: Path) -> None:
-    memory = copy(intact, tmp_path)
-    with ContextMemory(tmp_path / "other", encoder=HashEncoder()) as other:
-        other.add({"content": "one lonely turn"}, ("x",))
-        other.search("turn", ("x",))
-    # The other memory's index, under this memory's generation: it claims to be current.
-    shutil.copy(tmp_path / "other" / "vectors.faiss", memory / "vectors.faiss")
+@pytest.mark.parametrize("damage", ["cells lost", "centroids truncated"])
+def test_a_damaged_approximate_index_is_found_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    memory = tmp_path / "memory"
+    small = IndexConfig(exact_limit=32)  # trains the cells at 32 turns
+    with ContextMemory(memory, encoder=HashEncoder(), index=small) as mem:
+        mem.ingest(read_paths([REPO / "examples" / "chat_logs"]), ("maya",), split_conversations=True)
+        (turns,) = mem.store.db.execute("SELECT count(*) FROM turns").fetchone()
+        assert mem.store.db.execute("SELECT count(*) FROM ann_cells").fetchone()[0] == turns
+    before = answers(memory)  # exact: this process's limit is the default
+    sql(memory, "DELETE FROM ann_cells WHERE id % 2 = 0" if damage == "cells lost"
+        else "UPDATE ann_centroids SET centroids = substr(centroids, 1, 100)")
     found = doctor(memory)
-    assert found.exit_code == 1 and "vectors.faiss says it is current but holds 1 ids for 70 turns" in found.stdout, found.output
-    assert doctor(memory, "--repair").exit_code == 0
-    assert answers(memory) == answers(intact["memory"])
-
-
-def test_an_index_with_other_vectors_is_found(intact: dict[str, Path], tmp_path: Path) -> None:
-    memory = copy(intact, tmp_path)
-    db = sqlite3.connect(memory / "memory.sqlite3")
-    (turn_id,) = db.execute("SELECT min(id) FROM turns").fetchone()
-    db.execute("UPDATE turns SET vector = ? WHERE id = ?", (np.ones(64, np.float32).tobytes(), turn_id))
-    db.commit()
-    db.close()
-    found = doctor(memory)
-    assert found.exit_code == 1 and "holds vectors that differ from the turns'" in found.stdout, found.output
-    assert doctor(memory, "--repair").exit_code == 0
-    with ContextMemory(memory, encoder=HashEncoder(), read_only=True) as mem:
-        assert mem.search_by_vector(np.ones(64), ("maya",), k=1)[0].id == turn_id
+    says = "the approximate index places" if damage == "cells lost" else "the approximate index's centroids are not"
+    assert found.exit_code == 1 and says in found.stdout, found.output
+    repaired = doctor(memory, "--repair")
+    assert repaired.exit_code == 0 and "vectors: the approximate index dropped" in repaired.stdout, repaired.output
+    assert answers(memory) == before
 
 
 @pytest.mark.parametrize("damage", ["truncated", "nan"])
@@ -186,6 +183,6 @@ def test_the_store_methods_check_and_repair(intact: dict[str, Path], tmp_path: P
     sql(memory, *DAMAGE["fts"][1])
     with ContextMemory(memory, encoder=HashEncoder()) as mem:
         assert [f.part for f in mem.store.check()] == ["fts"]
-        assert mem.store.repair() == ["fts: full-text index, token counts and BM25 statistics rebuilt from the turns"]
+        assert mem.store.repair() == ["fts: full-text indexes, token counts and BM25 statistics rebuilt from the turns"]
         assert mem.store.check() == []
     assert answers(memory) == answers(intact["memory"])

@@ -18,7 +18,7 @@ from ctxmem_plugin.cli.app import handle_errors, main, memory_option
               help="Trained model dir: also check that the slot states are the size it needs.")
 @handle_errors
 def doctor(memory_dir: Path, repair: bool, model: Path | None) -> None:
-    """Check a memory: SQLite integrity, full-text index, vector index vs turns, slot states, namespaces.
+    """Check a memory: SQLite integrity, full-text indexes, approximate index vs turns, slot states, namespaces.
 
     Prints one line per problem ("problem PART: what") and exits with 1 if any remain (after
     --repair, those it could not rebuild: marked "not repairable here"); prints "DIR: no problems
@@ -27,10 +27,10 @@ def doctor(memory_dir: Path, repair: bool, model: Path | None) -> None:
     \b
     database    a whole SQLite file; PRAGMA integrity_check passes
     schema      the recorded version matches the tables and is this version's
-    meta        generation and dim are numbers; every vector has dim finite values
-    fts         the full-text index, token counts and BM25 statistics match the turns
-    vectors     vectors.faiss readable, of the memory's width and, when vectors.json says it is
-                current, holding exactly the turns' ids and vectors
+    meta        generation and dim are numbers, vector_dtype float32 or float16; every
+                vector has dim finite values
+    fts         both full-text indexes, token counts and BM25 statistics match the turns
+    vectors     the approximate index (large memories): centroids whole, one cell per turn
     slots       slot states finite; with --model, the size that model needs
     namespaces  every stored namespace valid and inside the root range
     """

@@ -31,7 +31,11 @@ def stats(memory_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info))
         return
-    click.echo(f"{info['path']}: {info['turns']} turns, {info['bytes'] / 1e6:.2f} MB, encoder {info['encoder']} ({info['dim']}-d)")
+    click.echo(f"{info['path']}: {info['turns']} turns, {info['bytes'] / 1e6:.2f} MB, encoder {info['encoder']} "
+               f"({info['dim']}-d, {info['vector_dtype']})")
+    if info["turns"]:
+        click.echo(f"per turn: {info['bytes_per_turn']:,.0f} B on disk, {info['ram_bytes_per_turn'] or 0:,.0f} B of this "
+                   f"process's RAM ({(info['ram_bytes'] or 0) / 1e6:.0f} MB resident)")
     for space, count in info["namespaces"].items():
         click.echo(f"  {space}: {count}")
 

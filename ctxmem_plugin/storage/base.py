@@ -115,6 +115,11 @@ class MemoryStore(Protocol):
         """Insert rows; a row whose key exists in the namespace replaces it. ``(new ids, replaced ids)``."""
         ...
 
+    def insert_many(self, entries: Sequence[tuple[ns.Namespace, NewRow]]) -> tuple[list[int], list[int]]:
+        """:meth:`insert` for rows of many namespaces at once (one round trip per table, not per
+        namespace); new ids follow the order given. ``(new ids, replaced ids)``."""
+        ...
+
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""
         ...

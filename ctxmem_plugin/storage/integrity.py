@@ -7,15 +7,15 @@
 - ``meta``: ``generation`` and ``dim`` are numbers, every stored vector has ``dim`` finite values;
 - ``fts``: the full-text index agrees with the turns (FTS5's ``integrity-check``), each turn's
   token count and the per-namespace statistics BM25 reads agree with it;
-- ``vectors``: ``vectors.faiss`` is readable, of the memory's width, and, when ``vectors.json``
-  says it is current, holds exactly the turns' ids and vectors (a stale one is caught up on
-  open: not a problem);
+- ``vectors``: the approximate index of large memories (:mod:`.ann`: centroids and the cell of
+  each turn, kept in SQLite) is whole: centroids of the memory's width with finite values, and,
+  once trained, exactly one cell row per turn;
 - ``slots``: every slot state is readable, finite, and the size its model needs (when the model
   is given, see :class:`SlotShape`);
 - ``namespaces``: every stored namespace is a valid one and inside the root range.
 
-:func:`repair` rebuilds what SQLite holds the truth for: the FAISS index and its state file, the
-FTS index, token counts and BM25 statistics, slot states (dropped, rebuilt from the turns on
+:func:`repair` rebuilds what the turns hold the truth for: the approximate index, the FTS
+indexes, token counts and BM25 statistics, slot states (dropped, rebuilt from the turns on
 use), the recorded schema version (the one the tables show) and ``meta`` numbers. A damaged
 database file or a turn whose vector is broken cannot be rebuilt here and stays a finding.
 
@@ -25,7 +25,6 @@ needs it. The caller holds the writer lock while repairing.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -37,9 +36,9 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.errors import NamespaceError
 from ctxmem_plugin.storage import schema
 from ctxmem_plugin.storage.base import Finding, SlotShape
+from ctxmem_plugin.storage.bm25 import index_namespaced
 from ctxmem_plugin.storage.opening import database_file_problem, meta_problems
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
-from ctxmem_plugin.storage.vectors import INDEX_NAME, STATE_NAME, import_faiss
+from ctxmem_plugin.storage.sqlite import DB_NAME, VECTOR_DTYPES, LongTermStore
 
 _BATCH = 4096
 _MAX_LISTED = 20  # lines of PRAGMA integrity_check reported
@@ -69,11 +68,14 @@ def _check_database(db: sqlite3.Connection, directory: Path, slots: SlotShape | 
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     found += [Finding("meta", p, True) for p in meta_problems(meta.get)]
     dim = _dim(meta)
-    found += _vector_findings(db, dim)
+    dtype = meta.get("vector_dtype", "float32")
+    if dtype not in VECTOR_DTYPES:
+        return found  # meta_problems named it; the vectors cannot be read without it
+    found += _vector_findings(db, dim, dtype)
     found += _fts_findings(directory)
     found += _namespace_findings(db)
     found += _slot_findings(db, dim, slots)
-    found += _index_findings(db, directory, meta, dim)
+    found += _index_findings(db, dim)
     return found
 
 
@@ -100,30 +102,32 @@ def _schema_findings(db: sqlite3.Connection) -> list[Finding]:
     return found
 
 
-def _vector_findings(db: sqlite3.Connection, dim: int | None) -> list[Finding]:
+def _vector_findings(db: sqlite3.Connection, dim: int | None, dtype: str) -> list[Finding]:
     if dim is None:
         return []
-    (wrong,) = db.execute("SELECT count(*) FROM turns WHERE length(vector) != ?", (4 * dim,)).fetchone()
+    width = dim * np.dtype(dtype).itemsize
+    (wrong,) = db.execute("SELECT count(*) FROM turns WHERE length(vector) != ?", (width,)).fetchone()
     found = []
     if wrong:
-        found.append(Finding("meta", f"{wrong} turn(s) hold vectors that are not {dim} float32 values "
+        found.append(Finding("meta", f"{wrong} turn(s) hold vectors that are not {dim} {dtype} values "
                                      "(re-encode them: ctxmem-plugin reembed)", False))
-    if any(not np.isfinite(vecs).all() for _, vecs in _vectors(db, dim)):
+    if any(not np.isfinite(vecs).all() for _, vecs in _vectors(db, dim, dtype)):
         found.append(Finding("meta", "stored vectors hold NaN or infinite values (re-encode: ctxmem-plugin reembed)", False))
     return found
 
 
-def _vectors(db: sqlite3.Connection, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _vectors(db: sqlite3.Connection, dim: int, dtype: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(ids, vectors)`` of the turns whose vectors have ``dim`` values, in id order, in batches."""
     last = -1
+    width = dim * np.dtype(dtype).itemsize
     while True:
         rows = db.execute(
-            "SELECT id, vector FROM turns WHERE id > ? AND length(vector) = ? ORDER BY id LIMIT ?", (last, 4 * dim, _BATCH)
+            "SELECT id, vector FROM turns WHERE id > ? AND length(vector) = ? ORDER BY id LIMIT ?", (last, width, _BATCH)
         ).fetchall()
         if not rows:
             return
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        yield ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        yield ids, np.stack([np.frombuffer(r[1], dtype=dtype) for r in rows])
         last = int(ids[-1])
 
 
@@ -159,6 +163,27 @@ def _fts_checked(directory: Path) -> list[Finding]:
             if stale:
                 found.append(Finding("fts", f"{stale} turn(s) record a token count their index entry does not have", True))
         found += _stats_findings(db)
+        found += _namespaced_findings(db)
+    return found
+
+
+def _namespaced_findings(db: sqlite3.Connection) -> list[Finding]:
+    """The per-prefix postings (``turns_nsfts``) hold the turns' tokens and nothing of deleted turns."""
+    db.execute("BEGIN")
+    try:
+        db.execute("INSERT INTO turns_nsfts(turns_nsfts) VALUES ('integrity-check')")
+    except sqlite3.DatabaseError as exc:
+        return [Finding("fts", f"the per-namespace postings are damaged ({exc})", True)]
+    finally:
+        db.execute("ROLLBACK")
+    docs = "SELECT DISTINCT doc FROM turns_nsfts_instance"
+    (stale,) = db.execute(f"SELECT count(*) FROM ({docs}) WHERE doc NOT IN (SELECT id FROM turns)").fetchone()
+    (missing,) = db.execute(f"SELECT count(*) FROM turns WHERE n_tokens > 0 AND id NOT IN ({docs})").fetchone()
+    found = []
+    if stale:
+        found.append(Finding("fts", f"the per-namespace postings hold words of {stale:,} deleted turn(s)", True))
+    if missing:
+        found.append(Finding("fts", f"{missing:,} turn(s) are missing from the per-namespace postings", True))
     return found
 
 
@@ -225,43 +250,28 @@ def _slot_problem(model_id: object, state: object, typed: bool, dim: int | None,
     return None
 
 
-def _index_findings(db: sqlite3.Connection, directory: Path, meta: dict[str, str], dim: int | None) -> list[Finding]:
-    index_path, state_path = directory / INDEX_NAME, directory / STATE_NAME
-    if not index_path.exists() and not state_path.exists():
-        return []  # built from SQLite on first use
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [Finding("vectors", f"{STATE_NAME} is unreadable ({exc})", True)]
-    if not isinstance(state, dict) or not isinstance(state.get("generation"), int):
-        return [Finding("vectors", f"{STATE_NAME} does not hold {{'generation': N, ...}}", True)]
-    faiss = import_faiss()
-    try:
-        index = faiss.read_index(str(index_path))
-    except (RuntimeError, OSError) as exc:
-        return [Finding("vectors", f"{INDEX_NAME} is unreadable ({str(exc).splitlines()[0][:80]})", True)]
-    if not isinstance(index, faiss.IndexIDMap2) or (dim is not None and index.d != dim):
-        return [Finding("vectors", f"{INDEX_NAME} is not an id-mapped index of width {dim}", True)]
-    if str(state["generation"]) != meta.get("generation", "0"):
-        return []  # stale: caught up with SQLite when opened
-    have = np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
-    truth = np.fromiter((r[0] for r in db.execute("SELECT id FROM turns ORDER BY id")), dtype=np.int64)
-    if not np.array_equal(have, truth):
-        missing = len(np.setdiff1d(truth, have))
-        extra = len(np.setdiff1d(have, truth))
-        return [Finding("vectors", f"{INDEX_NAME} says it is current but holds {len(have):,} ids for {len(truth):,} turns "
-                                   f"({missing:,} missing, {extra:,} not turns)", True)]
-    if dim is not None and not _same_vectors(db, index, dim):
-        return [Finding("vectors", f"{INDEX_NAME} holds vectors that differ from the turns'", True)]
+def _index_findings(db: sqlite3.Connection, dim: int | None) -> list[Finding]:
+    rows = db.execute("SELECT nlist, dim, centroids FROM ann_centroids").fetchall()
+    if not rows:
+        (cells,) = db.execute("SELECT count(*) FROM ann_cells").fetchone()
+        return [Finding("vectors", f"{cells:,} approximate-index cell rows without centroids", True)] if cells else []
+    if len(rows) > 1:
+        return [Finding("vectors", f"{len(rows)} sets of centroids, not one", True)]
+    nlist, width, blob = rows[0]
+    if not (isinstance(nlist, int) and isinstance(width, int) and isinstance(blob, bytes)) or width != dim \
+            or nlist < 1 or len(blob) != nlist * width * 4:
+        return [Finding("vectors", f"the approximate index's centroids are not {nlist!r} x {dim} float32 values", True)]
+    if not np.isfinite(np.frombuffer(blob, dtype=np.float32)).all():
+        return [Finding("vectors", "the approximate index's centroids hold NaN or infinite values", True)]
+    (turns,) = db.execute("SELECT count(*) FROM turns").fetchone()
+    (placed,) = db.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT a.id FROM ann_cells a JOIN turns t ON t.id = a.id"
+        " AND t.namespace = a.namespace WHERE a.cell >= 0 AND a.cell < ?)", (nlist,)
+    ).fetchone()
+    (rows_,) = db.execute("SELECT count(*) FROM ann_cells").fetchone()
+    if placed != turns or rows_ != turns:
+        return [Finding("vectors", f"the approximate index places {placed:,} of {turns:,} turns ({rows_:,} cell rows)", True)]
     return []
-
-
-def _same_vectors(db: sqlite3.Connection, index: object, dim: int) -> bool:
-    for ids, vecs in _vectors(db, dim):
-        stored = index.reconstruct_batch(ids)  # type: ignore[attr-defined]  # (n, d), by id
-        if not np.array_equal(stored, vecs):
-            return False
-    return True
 
 
 # -- repair -------------------------------------------------------------------------------------
@@ -294,13 +304,16 @@ def repair(directory: Path, *, slots: SlotShape | None = None) -> list[str]:
             if "slots" in parts:
                 done += _repair_slots(db, slots)
     if "vectors" in parts or "schema" in parts or "meta" in parts:
-        _drop_index(directory)
         store = LongTermStore(directory)  # opened for writing: applies missing migrations too
         try:
-            count = len(store.index_ids())  # rebuilt from SQLite and saved with the current generation
+            with store.transaction():
+                cells = store.rebuild_index()
         finally:
             store.close()
-        done.append(f"vectors: {INDEX_NAME} rebuilt from the turns ({count:,} vectors)")
+        if cells:
+            done.append(f"vectors: the approximate index retrained from the turns ({cells:,} cells)")
+        elif "vectors" in parts:
+            done.append("vectors: the approximate index dropped (the memory is searched exactly until it is large)")
     return done
 
 
@@ -329,6 +342,14 @@ def _repair_meta(db: sqlite3.Connection, meta: dict[str, str]) -> list[str]:
         elif not widths:
             db.execute("DELETE FROM meta WHERE key IN ('dim', 'encoder')")
             done.append("meta: dim and encoder cleared (no turns: the next write records them)")
+    dtype = meta.get("vector_dtype")
+    dim = _dim(dict(db.execute("SELECT key, value FROM meta").fetchall()))
+    if dtype is not None and dtype not in VECTOR_DTYPES and dim is not None:
+        widths = {r[0] for r in db.execute("SELECT DISTINCT length(vector) FROM turns")}
+        found = [t for t in VECTOR_DTYPES if widths <= {dim * np.dtype(t).itemsize}]
+        if len(found) == 1 or not widths:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'vector_dtype'", (found[0],))
+            done.append(f"meta: vector_dtype set to {found[0]}, the type of the stored vectors")
     return done
 
 
@@ -341,7 +362,9 @@ def _repair_fts(db: sqlite3.Connection) -> list[str]:
     db.execute(
         "INSERT INTO namespace_stats(namespace, turns, tokens) SELECT namespace, count(*), total(n_tokens) FROM turns GROUP BY namespace"
     )
-    return ["fts: full-text index, token counts and BM25 statistics rebuilt from the turns"]
+    db.execute("INSERT INTO turns_nsfts(turns_nsfts) VALUES ('delete-all')")
+    index_namespaced(db)
+    return ["fts: full-text indexes, token counts and BM25 statistics rebuilt from the turns"]
 
 
 def _repair_slots(db: sqlite3.Connection, slots: SlotShape | None) -> list[str]:
@@ -350,11 +373,6 @@ def _repair_slots(db: sqlite3.Connection, slots: SlotShape | None) -> list[str]:
            if _slot_problem(model_id, state, bool(typed), dim, slots)]
     db.executemany("DELETE FROM slot_states WHERE namespace = ?", [(k,) for k in bad])
     return [f"slots: {len(bad)} damaged slot state(s) dropped; they are rebuilt from the turns on use"] if bad else []
-
-
-def _drop_index(directory: Path) -> None:
-    for name in (INDEX_NAME, STATE_NAME):
-        (directory / name).unlink(missing_ok=True)
 
 
 def unscrubbed_bytes(directory: Path) -> int:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ctxmem_plugin.errors import CtxMemError, MemoryCorruptError, MemoryLockedError
+from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 
@@ -83,6 +84,9 @@ def meta_problems(get_meta: Callable[[str], object]) -> list[str]:
         value = get_meta(key)
         if value is not None and not (isinstance(value, str) and _NUMBER.fullmatch(value)):
             problems.append(f"meta {key} is {value!r:.40}, not a number (altered or damaged)")
+    dtype = get_meta("vector_dtype")
+    if dtype is not None and dtype not in ("float32", "float16"):
+        problems.append(f"meta vector_dtype is {dtype!r:.40}, not float32 or float16 (altered or damaged)")
     dim = get_meta("dim")
     if isinstance(dim, str) and _NUMBER.fullmatch(dim) and not 1 <= int(dim) <= 65536:
         problems.append(f"meta dim is {dim}, not a vector width")
@@ -132,7 +136,7 @@ def create_private(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
 
 
-def open_embedded(directory: Path, *, read_only: bool = False) -> LongTermStore:
+def open_embedded(directory: Path, *, read_only: bool = False, index: IndexConfig | None = None) -> LongTermStore:
     """The embedded store of ``directory``, checked as the module docstring says.
 
     Raises:
@@ -146,7 +150,7 @@ def open_embedded(directory: Path, *, read_only: bool = False) -> LongTermStore:
         # Created here, not by SQLite, to get the owner-only mode whatever the umask.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     with reported(directory):
-        store = LongTermStore(Path(directory), read_only=read_only)
+        store = LongTermStore(Path(directory), read_only=read_only, index=index)
     try:
         with reported(directory):
             problems = meta_problems(store.get_meta)

@@ -137,9 +137,47 @@ def _m002_namespace_bm25(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_scale(db: sqlite3.Connection) -> None:
+    """Search cost set by the prefix searched: postings keyed by namespace, cells for large prefixes."""
+    from ctxmem_plugin.storage.bm25 import index_namespaced
+
+    _run(
+        db,
+        """
+        -- The postings again, each token suffixed with its turn's namespace key in hex
+        -- ("dog_75312f" for "dog" in "u1/"): one term range holds a term's postings under a
+        -- prefix, and nothing else. Contentless: the store writes and deletes its rows.
+        CREATE VIRTUAL TABLE turns_nsfts USING fts5(terms, content='', tokenize="ascii tokenchars '_'");
+        CREATE VIRTUAL TABLE turns_nsfts_instance USING fts5vocab(turns_nsfts, 'instance');
+
+        -- The approximate index of large prefixes (storage/ann.py): trained centroids, and the
+        -- cell of every turn once they exist. A deleted turn leaves its cell with it.
+        CREATE TABLE ann_centroids (
+            version    INTEGER PRIMARY KEY,
+            nlist      INTEGER NOT NULL,
+            dim        INTEGER NOT NULL,
+            trained_on INTEGER NOT NULL,
+            centroids  BLOB NOT NULL
+        );
+        CREATE TABLE ann_cells (
+            cell      INTEGER NOT NULL,
+            namespace TEXT NOT NULL,
+            id        INTEGER NOT NULL,
+            PRIMARY KEY (cell, namespace, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX ann_cells_id ON ann_cells(id);
+        CREATE TRIGGER turns_ann_ad AFTER DELETE ON turns BEGIN
+            DELETE FROM ann_cells WHERE id = old.id;
+        END;
+        """,
+    )
+    index_namespaced(db)  # turns written before this migration get their namespaced postings now
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_namespace_bm25", _m002_namespace_bm25),
+    ("003_scale", _m003_scale),
 ]
 
 
@@ -147,6 +185,8 @@ TABLES: dict[int, frozenset[str]] = {
     0: frozenset(),
     1: frozenset({"meta", "turns", "turns_fts", "slot_states"}),
     2: frozenset({"meta", "turns", "turns_fts", "slot_states", "turns_fts_instance", "namespace_stats"}),
+    3: frozenset({"meta", "turns", "turns_fts", "slot_states", "turns_fts_instance", "namespace_stats",
+                  "turns_nsfts", "turns_nsfts_instance", "ann_centroids", "ann_cells"}),
 }
 """The tables (virtual ones included) of each schema version; others in the file are not looked at."""
 
