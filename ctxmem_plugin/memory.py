@@ -21,15 +21,14 @@ import numpy as np
 
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
-from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
+from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_turn
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text, index_text
+from ctxmem_plugin.storage import is_url, open_store
 from ctxmem_plugin.storage.base import MemoryStore, NewRow
-from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
@@ -66,10 +65,12 @@ class IngestReport:
 
 
 class ContextMemory:
-    """Long-term memory for agents, in one directory.
+    """Long-term memory for agents, in one directory or one PostgreSQL database.
 
     Args:
-        path: the memory directory (created if missing, unless ``read_only``).
+        path: where the memory lives: a directory (the embedded store; created if missing,
+            unless ``read_only``) or ``postgresql://user@host/database`` (the PostgreSQL store,
+            extra ``[postgres]``; its schema is created if missing, unless ``read_only``).
         model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
         encoder: the embedding model: a local sentence-transformers directory or an encoder
             object; ``None`` = the encoder the model was trained with (the tuned one it carries,
@@ -78,7 +79,8 @@ class ContextMemory:
         read_only: open for reading only; a missing memory is then an error.
         create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
-        lock_timeout: seconds to wait for another process writing to this memory.
+        lock_timeout: seconds to wait for another process writing to this memory (a
+            directory admits one writing process; PostgreSQL any number).
 
     Example:
         >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
@@ -98,11 +100,10 @@ class ContextMemory:
         retrieval: RetrievalConfig | None = None,
         lock_timeout: float = 10.0,
     ) -> None:
-        self.path = Path(path)
+        self.location = str(path)
+        self.path: Path | None = None if is_url(path) else Path(path)  # None for a database
         self.read_only = read_only
         self.device = device
-        if (read_only or not create) and not (self.path / DB_NAME).is_file():
-            raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
         # Model and encoder are checked before anything touches the disk: a bad --model or
         # --encoder must not leave an empty memory behind.
         self.reranker: Reranker | None = None
@@ -118,15 +119,10 @@ class ContextMemory:
                 f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
-        self._lock: WriterLock | None = None
         self._encoder_checked = False
-        if not read_only:
-            self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
-            self._lock.acquire()
+        self.store: MemoryStore = open_store(path, read_only=read_only, create=create, lock_timeout=lock_timeout)
         try:
-            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only)
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -134,7 +130,7 @@ class ContextMemory:
                 # The model's features were computed with its own retrieval settings.
                 self.retrieval = self.reranker.retrieval_config(self.retrieval)
         except BaseException:
-            self._release()
+            self.store.close()
             raise
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -152,18 +148,12 @@ class ContextMemory:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Save the vector index if it changed, close the database, release the writer lock."""
+        """Close the store: save the vector index if it changed, release the writer lock or the connections."""
         with self._guard:
             if getattr(self, "store", None) is None:
                 return
             self.store.close()
             self.store = None  # type: ignore[assignment]
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def flush(self) -> None:
         """Write the vector index to disk now (it is otherwise written on close)."""
@@ -192,7 +182,7 @@ class ContextMemory:
                     self.store.set_meta("dim", str(self.encoder.dim))
         elif name != self.encoder.name or int(dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
-                f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
+                f"{self.store.location} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
                 f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
                 "(ctxmem-plugin reembed, ContextMemory.reembed())"
             )
@@ -255,6 +245,9 @@ class ContextMemory:
                     runs.append((spaces[j], []))
                 runs[-1][1].append(j)
             with self.store.transaction():
+                self.store.lock_namespaces([space for space, _ in runs])
+                if dedupe:  # a store shared by many processes: another may have stored some since the check
+                    runs = self._still_new(runs, hashes)
                 for space, run in runs:
                     vecs = np.stack([vectors[j] for j in run])  # (n, d)
                     rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
@@ -264,6 +257,16 @@ class ContextMemory:
                     for j, turn_id in zip(run, ids):
                         out[j] = turn_id
             return out
+
+    def _still_new(self, runs: list[tuple[ns.Namespace, list[int]]], hashes: Sequence[str]) -> list[tuple[ns.Namespace, list[int]]]:
+        """The runs without the turns found stored now (under the namespace locks of the write)."""
+        out = []
+        for space, run in runs:
+            present = self.store.existing_hashes(space, [hashes[j] for j in run])
+            kept = [j for j in run if hashes[j] not in present]
+            if kept:
+                out.append((space, kept))
+        return out
 
     def _vectors_of(
         self, entries: Sequence[NewTurn], todo: Sequence[int], progress: Callable[[int], None] | None
@@ -350,8 +353,11 @@ class ContextMemory:
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
-        Deleted content is overwritten in the database file, the WAL is truncated and the
-        vector index is saved without it, so nothing of it is left on disk. Returns the count.
+        In a directory, deleted content is overwritten in the database file, the WAL is
+        truncated and the vector index is saved without it, so nothing of it is left on disk.
+        In PostgreSQL the rows are deleted (no query can see them once this returns) and the
+        tables are vacuumed; the freed bytes stay on disk until reused (``docs/deployment.md``
+        says how to erase them). Returns the count.
         """
         self._writable()
         space = ns.validate(namespace)
@@ -379,7 +385,7 @@ class ContextMemory:
         self._writable()
         with self._guard, self.store.transaction():
             done = 0
-            all_ids = self.store.all_ids().tolist()  # ids only: the old vectors are not read
+            all_ids = self.store.ids_in(()).tolist()  # ids only: the old vectors are not read
             for start in range(0, len(all_ids), batch):
                 rows = self.store.get(all_ids[start : start + batch])
                 # Only the fields embed_text reads; they were validated when the turn was added.
@@ -601,12 +607,12 @@ class ContextMemory:
             return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: turns per namespace, files on disk, encoder, model."""
+        """Counts and sizes: turns per namespace, bytes used (files or tables), encoder, model."""
         with self._guard:
             spaces = self.store.namespaces(())
-            files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            files = self.store.sizes()
             return {
-                "path": str(self.path),
+                "path": self.store.location,
                 "turns": sum(c for _, c in spaces),
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),

@@ -25,6 +25,7 @@ from ctxmem_plugin.filters import Filters, compile_filters
 from ctxmem_plugin.records import StoredTurn
 from ctxmem_plugin.storage import bm25 as bm25_scoring
 from ctxmem_plugin.storage.base import NewRow, SlotState
+from ctxmem_plugin.storage.lock import WriterLock
 from ctxmem_plugin.storage.schema import migrate, require_current
 from ctxmem_plugin.storage.vectors import VectorIndex
 
@@ -48,12 +49,27 @@ class LongTermStore:
     Args:
         directory: the memory directory (must exist).
         read_only: open without the right to write (``query``, ``stats``, ``export``).
+        lock_timeout: a writable store holds the directory's writer lock
+            (:mod:`ctxmem_plugin.storage.lock`) until closed; seconds to wait for another
+            process that holds it. ``None``: the caller holds it.
     """
 
-    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
+    def __init__(self, directory: Path, *, read_only: bool = False, lock_timeout: float | None = None) -> None:
         self.directory = Path(directory)
         self.path = self.directory / DB_NAME
         self.read_only = read_only
+        self._lock: WriterLock | None = None
+        if not read_only and lock_timeout is not None:
+            self._lock = WriterLock(self.directory / "writer.lock", timeout=lock_timeout)
+            self._lock.acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self) -> None:
+        read_only = self.read_only
         self._index: VectorIndex | None = None
         # Index changes of the open transaction, applied once it commits: (ids to add, vectors, ids to drop).
         self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
@@ -78,9 +94,21 @@ class LongTermStore:
         return str(self.directory)
 
     def close(self) -> None:
-        """Save the dense index if it changed, then close the database."""
-        self.flush()
-        self.db.close()
+        """Save the dense index if it changed, close the database, release the writer lock."""
+        try:
+            self.flush()
+            self.db.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of each file in the memory directory."""
+        return {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
 
     def flush(self) -> None:
         """Save the dense index now if it changed since it was loaded or saved."""
@@ -188,6 +216,9 @@ class LongTermStore:
         self.set_meta("generation", str(self.generation + 1))
 
     # -- writes (call inside transaction()) ------------------------------------------------
+
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+        """Nothing to take: the writer lock already makes this process the only writer."""
 
     def insert(
         self, namespace: ns.Namespace, rows: Sequence[NewRow], now: float | None = None
