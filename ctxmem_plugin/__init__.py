@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ctxmem_plugin.encoders.hashing import HashEncoder
 from ctxmem_plugin.errors import (
     CheckpointError,
     CtxMemError,
@@ -19,9 +20,8 @@ from ctxmem_plugin.errors import (
     ModelMismatchError,
     NamespaceError,
 )
-from ctxmem_plugin.encoders.hashing import HashEncoder
-from ctxmem_plugin.memory import ContextMemory, IngestReport
-from ctxmem_plugin.records import Hit, NewTurn, StoredTurn, Turn
+from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.records import Hit, IngestReport, NewTurn, StoredTurn, Turn
 from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 
 __version__ = "0.1.0"

@@ -9,13 +9,11 @@ is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,45 +21,28 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
-from ctxmem_plugin.records import Hit, Message, NewTurn, StoredTurn, Turn, to_turn
+from ctxmem_plugin.records import (
+    Hit,
+    IngestReport,
+    Message,
+    NewTurn,
+    StoredTurn,
+    Turn,
+    to_turn,
+)
 from ctxmem_plugin.retrieval.context import render_hits
-from ctxmem_plugin.retrieval.hybrid import METHODS, Candidates, HybridRetriever, RetrievalConfig
-from ctxmem_plugin.retrieval.text import embed_text, index_text
+from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
+from ctxmem_plugin.search import hit_of, run_search
 from ctxmem_plugin.storage import is_url, open_store
-from ctxmem_plugin.storage.base import MemoryStore, NewRow
+from ctxmem_plugin.storage.base import MemoryStore
+from ctxmem_plugin.twins import async_twin
+from ctxmem_plugin.writes import reembed_all, write_entries
 
 if TYPE_CHECKING:  # torch comes with the re-ranker: imported only when a model is given
     from ctxmem_plugin.formats import ParsedLog
     from ctxmem_plugin.reranker.runtime import Reranker
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 NamespaceLike = Sequence[str] | str
-
-ENCODE_CHUNK = 256
-"""Turns encoded per step when a write reports progress."""
-
-
-def _async_twin(method: Callable[P, R]) -> Callable[P, Any]:
-    """The async version of a method: the same code, run in a worker thread."""
-
-    @functools.wraps(method)
-    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.to_thread(method, *args, **kwargs)
-
-    twin.__doc__ = f"Async twin of :meth:`{method.__name__}` (runs it in a worker thread)."
-    return twin
-
-
-@dataclass
-class IngestReport:
-    """What an ingest did: turns added, duplicates skipped, invalid records skipped (with sources)."""
-
-    added: int = 0
-    duplicates: int = 0
-    invalid: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 class ContextMemory:
@@ -210,91 +191,18 @@ class ContextMemory:
             entries: the turns with their namespaces (and optionally their positions and vectors).
             dedupe: skip a turn whose content and position are already stored in its namespace
                 (or earlier in ``entries``); its id is returned as ``-1``.
-            progress: called with a count of turns after each step of the encoding (the
-                turns are then encoded ``ENCODE_CHUNK`` at a time).
+            progress: called with a count of turns as they are encoded (256 at a time) or found
+                already present.
 
         Returns:
             An id per entry, in order; ``-1`` for a turn skipped as already present.
         """
         self._writable()
         with self._guard:
-            spaces = [ns.validate(e.namespace) for e in entries]
-            hashes = [e.content_hash for e in entries]
-            keep = [True] * len(entries)
-            if dedupe:
-                groups: dict[ns.Namespace, list[int]] = {}
-                for j, space in enumerate(spaces):
-                    groups.setdefault(space, []).append(j)
-                for space, mine in groups.items():
-                    seen = self.store.existing_hashes(space, [hashes[j] for j in mine])
-                    for j in mine:
-                        keep[j] = hashes[j] not in seen
-                        seen.add(hashes[j])
-            todo = [j for j in range(len(entries)) if keep[j]]
-            if progress is not None and len(todo) < len(entries):
-                progress(len(entries) - len(todo))
-            out = [-1] * len(entries)
-            if not todo:  # nothing new: no transaction, no new generation
-                return out
-            self._require_encoder()
-            vectors = self._vectors_of(entries, todo, progress)
-            # Runs of consecutive turns of one namespace, in input order: ids follow the input.
-            runs: list[tuple[ns.Namespace, list[int]]] = []
-            for j in todo:
-                if not runs or runs[-1][0] != spaces[j]:
-                    runs.append((spaces[j], []))
-                runs[-1][1].append(j)
-            with self.store.transaction():
-                self.store.lock_namespaces([space for space, _ in runs])
-                if dedupe:  # a store shared by many processes: another may have stored some since the check
-                    runs = self._still_new(runs, hashes)
-                for space, run in runs:
-                    vecs = np.stack([vectors[j] for j in run])  # (n, d)
-                    rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
-                    ids, _ = self.store.insert(space, rows)
-                    if self.reranker is not None:
-                        self.reranker.update(space, np.asarray(ids, dtype=np.int64), vecs)
-                    for j, turn_id in zip(run, ids):
-                        out[j] = turn_id
-            return out
-
-    def _still_new(self, runs: list[tuple[ns.Namespace, list[int]]], hashes: Sequence[str]) -> list[tuple[ns.Namespace, list[int]]]:
-        """The runs without the turns found stored now (under the namespace locks of the write)."""
-        out = []
-        for space, run in runs:
-            present = self.store.existing_hashes(space, [hashes[j] for j in run])
-            kept = [j for j in run if hashes[j] not in present]
-            if kept:
-                out.append((space, kept))
-        return out
-
-    def _vectors_of(
-        self, entries: Sequence[NewTurn], todo: Sequence[int], progress: Callable[[int], None] | None
-    ) -> dict[int, np.ndarray]:
-        """Each listed entry's vector: the one it brings if its width fits, else encoded (batched)."""
-        dim = self.dim
-        out: dict[int, np.ndarray] = {}
-        missing: list[int] = []
-        for j in todo:
-            vector = entries[j].vector
-            if vector is not None:
-                v = np.asarray(vector, dtype=np.float32).reshape(-1)
-                if v.shape[0] != dim:
-                    raise InputError(f"entry {j}: its vector has {v.shape[0]} dimensions, this memory's {dim}")
-                out[j] = v
-            else:
-                missing.append(j)
-        # Without progress, one call: the encoder batches (and sorts by length) as it likes.
-        step = ENCODE_CHUNK if progress is not None else max(len(missing), 1)
-        for start in range(0, len(missing), step):
-            part = missing[start : start + step]
-            for j, v in zip(part, self.encoder.encode([embed_text(entries[j].turn) for j in part])):
-                out[j] = v
-            if progress is not None:
-                progress(len(part))
-        if progress is not None and len(todo) > len(missing):
-            progress(len(todo) - len(missing))
-        return out
+            return write_entries(
+                self.store, self.encoder, self.dim, entries, dedupe=dedupe, progress=progress,
+                on_rows=self.reranker.update if self.reranker is not None else None, before_encoding=self._require_encoder,
+            )
 
     def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
         """Store messages in ``namespace``; returns their ids, in order.
@@ -383,23 +291,10 @@ class ContextMemory:
             The number of turns re-encoded.
         """
         self._writable()
-        with self._guard, self.store.transaction():
-            done = 0
-            all_ids = self.store.ids_in(()).tolist()  # ids only: the old vectors are not read
-            for start in range(0, len(all_ids), batch):
-                rows = self.store.get(all_ids[start : start + batch])
-                # Only the fields embed_text reads; they were validated when the turn was added.
-                turns = [Turn.model_construct(role=r.role, content=r.content, speaker=r.speaker, metadata=r.metadata) for r in rows]
-                vectors = self.encoder.encode([embed_text(t) for t in turns])  # (n, d)
-                self.store.set_vectors([r.id for r in rows], vectors)
-                done += len(rows)
-                if progress is not None:
-                    progress(len(rows))
-            self.store.drop_slot_states()
-            self.store.set_meta("encoder", self.encoder.name)
-            self.store.set_meta("dim", str(self.encoder.dim))
-        self._encoder_checked = True
-        return done
+        with self._guard:
+            done = reembed_all(self.store, self.encoder, batch=batch, progress=progress)
+            self._encoder_checked = True
+            return done
 
     def _writable(self) -> None:
         if self.read_only:
@@ -481,7 +376,6 @@ class ContextMemory:
         if k < 0 or offset < 0:
             raise InputError("k and offset must be >= 0")
         space = ns.validate(namespace, allow_empty=True)
-        focus_space = space if focus is None else ns.validate(focus)
         if method == "auto":
             method = "ctxmem" if self.reranker is not None else "hybrid"
         if method not in (*METHODS, "ctxmem"):
@@ -494,47 +388,10 @@ class ContextMemory:
             else:
                 self._require_encoder()
                 qv = self.encoder.encode_query(query)
-            return self._search(query, qv, space, k, filters, method, offset, focus_space, given_focus=focus is not None)
-
-    def _search(
-        self, query: str, qv: np.ndarray, space: ns.Namespace, k: int, filters: Filters | None, method: str,
-        offset: int, focus_space: ns.Namespace, *, given_focus: bool,
-    ) -> list[Hit]:
-        """The pipeline of :meth:`search` for an embedded query, in one read snapshot."""
-        with self.store.reading():  # every read of this search sees the same committed state
-            if method == "ctxmem":
-                cands, rows = self._reranked(query, qv, space, filters, focus_space, given_focus=given_focus)
-            else:
-                cands, rows = self.retriever.candidates(query, qv, space, filters, method=method), {}
-            top = cands.top(k + offset)
-            missing = [i for i in top.ids.tolist() if i not in rows]
-            rows.update((t.id, t) for t in self.store.get(missing))
-        return [
-            _hit(row, float(top.score[j]), top.signals[j])
-            for j in range(offset, len(top))
-            if (row := rows.get(int(top.ids[j]))) is not None
-        ]
-
-    def _reranked(
-        self, query: str, qv: np.ndarray, space: ns.Namespace, filters: Filters | None, focus_space: ns.Namespace,
-        *, given_focus: bool,
-    ) -> tuple[Candidates, dict[int, StoredTurn]]:
-        """Candidates re-scored by the trained model, and their rows (the features read them)."""
-        reranker = self.reranker
-        assert reranker is not None  # checked by search()
-        # A prefix holds no turns of its own, so it has no focus: then none is used. The focus
-        # namespace's slots are computed once and reused when re-scoring.
-        known = {focus_space: reranker.slots_for(focus_space)} if focus_space else {}
-        fvec = reranker.focus_of(focus_space, known[focus_space]) if known else None
-        cands = self.retriever.candidates(
-            query, qv, space, filters, method="hybrid", pool=reranker.pool,
-            probe=reranker.probe(qv, fvec), probe_pool=reranker.settings.focus_pool,
-        )
-        if given_focus and fvec is None:
-            fvec = np.zeros_like(qv)  # the named conversation is empty: no focus at all
-        rows = {t.id: t for t in self.store.get(cands.ids.tolist())}
-        cands = reranker.rescore(cands, rows, self.retrieval, focus=fvec if given_focus else None, known=known)
-        return cands, rows
+            return run_search(
+                self.store, self.retrieval, self.reranker, query, qv, space, k=k, filters=filters, method=method,
+                offset=offset, focus=None if focus is None else ns.validate(focus),
+            )
 
     def search_by_vector(
         self,
@@ -568,7 +425,7 @@ class ContextMemory:
             ids, scores = self.store.dense(q, k, space, filters)
             rows = {t.id: t for t in self.store.get(ids.tolist())}
         return [
-            _hit(row, float(score), {"dense": {"score": float(score), "rank": rank}})
+            hit_of(row, float(score), {"dense": {"score": float(score), "rank": rank}})
             for rank, (turn_id, score) in enumerate(zip(ids.tolist(), scores.tolist()), start=1)
             if (row := rows.get(int(turn_id))) is not None
         ]
@@ -623,26 +480,18 @@ class ContextMemory:
                 "bytes": sum(files.values()),
             }
 
-    awrite = _async_twin(write)
-    aadd = _async_twin(add)
-    aingest = _async_twin(ingest)
-    adelete = _async_twin(delete)
-    aforget = _async_twin(forget)
-    aget = _async_twin(get)
-    aget_by_key = _async_twin(get_by_key)
-    alist_turns = _async_twin(list_turns)
-    anamespaces = _async_twin(namespaces)
-    asearch = _async_twin(search)
-    asearch_by_vector = _async_twin(search_by_vector)
-    avectors = _async_twin(vectors)
-    acontext = _async_twin(context)
-    aexplain = _async_twin(explain)
-    astats = _async_twin(stats)
-
-
-def _hit(row: StoredTurn, score: float, signals: dict[str, dict[str, float]]) -> Hit:
-    """A search result from a stored turn; a turn without a speaker is shown by its role."""
-    return Hit(
-        id=row.id, text=row.content, score=score, namespace=row.namespace, metadata=row.metadata,
-        signals=signals, speaker=row.speaker or row.role, role=row.role, timestamp=row.timestamp,
-    )
+    awrite = async_twin(write)
+    aadd = async_twin(add)
+    aingest = async_twin(ingest)
+    adelete = async_twin(delete)
+    aforget = async_twin(forget)
+    aget = async_twin(get)
+    aget_by_key = async_twin(get_by_key)
+    alist_turns = async_twin(list_turns)
+    anamespaces = async_twin(namespaces)
+    asearch = async_twin(search)
+    asearch_by_vector = async_twin(search_by_vector)
+    avectors = async_twin(vectors)
+    acontext = async_twin(context)
+    aexplain = async_twin(explain)
+    astats = async_twin(stats)

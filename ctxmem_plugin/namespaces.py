@@ -38,13 +38,13 @@ def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Na
         if not isinstance(label, str):
             raise NamespaceError(f"namespace labels must be strings, got {type(label).__name__}")
         if not label or not label.strip():
-            raise NamespaceError(f"namespace {labels!r} has an empty label")
+            raise NamespaceError(f"namespace '{SEPARATOR.join(labels)}' has an empty label")
         if SEPARATOR in label:
-            raise NamespaceError(f"namespace label {label!r} contains '/', which separates labels")
+            raise NamespaceError(f"namespace label '{label}' contains '/', which separates labels")
         if len(label) > MAX_LABEL_LENGTH:
             raise NamespaceError(f"namespace label longer than {MAX_LABEL_LENGTH} characters")
         if any(ord(ch) < 32 for ch in label):
-            raise NamespaceError(f"namespace label {label!r} contains a control character")
+            raise NamespaceError(f"namespace label {label!r} contains a control character")  # repr shows which
     return labels
 
 

@@ -229,3 +229,13 @@ class NewTurn:
     def content_hash(self) -> str:
         """The identity used to skip duplicates (see :meth:`Turn.content_hash`)."""
         return self.turn.content_hash(self.position)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: turns added, duplicates skipped, invalid records skipped (with sources)."""
+
+    added: int = 0
+    duplicates: int = 0
+    invalid: list[str] = field(default_factory=list)
+    seconds: float = 0.0

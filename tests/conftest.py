@@ -10,10 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ctxmem_plugin.encoders.hashing import HashEncoder  # noqa: E402  (re-exported for the tests)
-
-REPO = Path(__file__).resolve().parents[1]
-LOCOMO_DEV = REPO.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+from helpers import LOCOMO_DEV, HashEncoder  # noqa: E402  (after the offline switches)
 
 
 @pytest.fixture
@@ -34,29 +31,6 @@ def locomo_dev() -> Path:
     if not LOCOMO_DEV.is_file():
         pytest.skip(f"LoCoMo dev file not found at {LOCOMO_DEV}")
     return LOCOMO_DEV
-
-
-def run_two_ranks(script: str, timeout: float = 300) -> list[dict]:
-    """Run ``script`` as 2 processes of one gloo group (as ``torchrun`` would start them).
-
-    Each process must print a JSON object as its last line; returns them in rank order.
-    """
-    import json
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True))
-    outs = [json.loads(p.communicate(timeout=timeout)[0].strip().splitlines()[-1]) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
-    return outs
 
 
 # -- backends: every store test runs against the embedded store and a real PostgreSQL --------

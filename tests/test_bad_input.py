@@ -16,7 +16,7 @@ from ctxmem_plugin.cli import main
 from ctxmem_plugin.errors import NamespaceError
 from ctxmem_plugin.memory import ContextMemory
 
-from conftest import REPO, HashEncoder
+from helpers import REPO, HashEncoder
 
 MAYA = REPO / "examples" / "chat_logs" / "maya.jsonl"
 

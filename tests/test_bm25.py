@@ -16,7 +16,7 @@ from ctxmem_plugin.storage.schema import MIGRATIONS
 from ctxmem_plugin.namespaces import to_key
 from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 WORDS = ("dog dogs cat running runs paris café cafe guitar pottery tea coffee chess garden river "
          "snake_case maya Maya").split()

@@ -31,7 +31,7 @@ from ctxmem_plugin.training.trainer import TrainConfig, build_model
 from ctxmem_plugin.training.data import load_conversations
 from ctxmem_plugin.encoders.tuned import encoder_dir_problems, tuned_name, weights_fingerprint
 
-from conftest import run_two_ranks
+from helpers import run_two_ranks
 from test_locomo import _sample, _write
 
 NAMES = ["Alma", "Bruno", "Chidi", "Dana", "Emeka", "Fatou", "Goran", "Hana", "Ivo", "Jun", "Kofi", "Lena"]

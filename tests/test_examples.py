@@ -17,7 +17,7 @@ from ctxmem_plugin.cli import main
 from ctxmem_plugin.formats import FORMATS, read_log
 from ctxmem_plugin.storage.schema import MIGRATIONS, migrate
 
-from conftest import REPO
+from helpers import REPO
 
 README = REPO / "README.md"
 ANSWER = "Her name is Pretzel."  # examples/chat_logs/maya.jsonl, the turn that answers the dog question

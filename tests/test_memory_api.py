@@ -18,7 +18,7 @@ from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.retrieval.context import format_hit
 from ctxmem_plugin.records import Turn
 
-from conftest import REPO, HashEncoder
+from helpers import REPO, HashEncoder
 
 EXAMPLES = REPO / "examples" / "chat_logs"
 WORDS = "dog cat paris guitar pottery lisbon tea coffee running chess garden bakery violin river".split()

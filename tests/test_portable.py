@@ -20,7 +20,7 @@ def export(directory: Path, out: Path, prefix: tuple[str, ...] = (), **kwargs: b
     with ContextMemory(directory, read_only=True) as memory:
         return export_jsonl(memory, out, prefix, **kwargs)
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 FIELDS = ("namespace", "role", "speaker", "content", "timestamp", "metadata", "key")
 

@@ -28,7 +28,7 @@ from ctxmem_plugin.storage import open_store
 from ctxmem_plugin.storage.postgres import PostgresSettings, shown, tsvector_literal
 from ctxmem_plugin.storage.postgres_schema import MIGRATIONS
 
-from conftest import REPO, HashEncoder
+from helpers import REPO, HashEncoder
 
 WORDS = ("dog dogs cat running runs paris café cafe guitar pottery tea coffee chess garden river "
          "snake_case maya Maya it's l'été").split()
@@ -113,7 +113,7 @@ def test_hnsw_search_finds_the_nearest_turns_and_stays_in_its_prefix(pg: str) ->
 WRITER = r"""
 import sys, json
 sys.path.insert(0, {tests!r})
-from conftest import HashEncoder
+from helpers import HashEncoder
 from ctxmem_plugin.memory import ContextMemory
 me = int(sys.argv[1])
 with ContextMemory({url!r}, encoder=HashEncoder()) as mem:

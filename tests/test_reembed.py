@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 from ctxmem_plugin.errors import ModelMismatchError
 from ctxmem_plugin.memory import ContextMemory

@@ -22,7 +22,7 @@ from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchE
 from ctxmem_plugin.filters import matches
 from ctxmem_plugin.memory import ContextMemory
 
-from conftest import HashEncoder
+from helpers import HashEncoder
 
 WORDS = "dog cat paris guitar pottery lisbon tea coffee running chess garden bakery violin river".split()
 
@@ -260,7 +260,7 @@ def test_second_writer_gets_clear_error(tmp_path: Path, hash_encoder: HashEncode
 WRITER = r"""
 import sys, json
 sys.path.insert(0, {tests!r})
-from conftest import HashEncoder
+from helpers import HashEncoder
 from ctxmem_plugin.memory import ContextMemory
 mem = ContextMemory({path!r}, encoder=HashEncoder())
 i = {start}

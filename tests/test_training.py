@@ -16,7 +16,7 @@ from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.training.trainer import TrainConfig, build_model, train
 from ctxmem_plugin.training.data import gather, load_conversations, load_dataset, save_dataset
 
-from conftest import REPO, HashEncoder, run_two_ranks
+from helpers import REPO, HashEncoder, run_two_ranks
 
 LOGS = REPO / "examples" / "chat_logs"
 TINY = TrainConfig(epochs=3, batch_size=16, lr=5e-3, num_slots=4, hidden=16, write_chunk=4, members=2)

@@ -84,12 +84,14 @@ def dumps_hits(hits: Sequence[Hit]) -> str:
 
 
 def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    from ctxmem_plugin.formats.document import json_problem
+
     if text is None:
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageFailure(f"--filter: invalid JSON at column {exc.colno}: {exc.msg}") from None
+        raise UsageFailure(f"--filter: invalid JSON: {json_problem(exc)}") from None
     if not isinstance(value, dict):
         raise UsageFailure("--filter: expected a JSON object")
     return value

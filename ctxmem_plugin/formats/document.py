@@ -174,12 +174,20 @@ def open_document(path: str | Path, text: str | None = None, *, fmt: str | None 
             return Document(path, "jsonl", text, _jsonl_records(path, text))
         if fmt is None and suffix in _TEXT_SUFFIXES:
             return Document(path, "text", text)
-        raise FormatError(f"malformed JSON: {exc.msg} at column {exc.colno}", f"{path}:{exc.lineno}") from None
+        raise FormatError(f"malformed JSON: {json_problem(exc)}", f"{path}:{exc.lineno}") from None
     doc = Document(path, "json", text, offsets=offsets)
     if not isinstance(value, (list, dict)):
         raise FormatError(f"expected a JSON array or object, found {kind_of(value)}", doc.where(()))
     doc.records = [(item, (i,)) for i, item in enumerate(value)] if isinstance(value, list) else [(value, ())]
     return doc
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """``"Expecting value at column 7"``: the parser's words and the column, said once.
+
+    Some of Python's messages end in "at" already ("Invalid control character at").
+    """
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def build_turn(source: str, **fields: Any) -> Turn:
@@ -228,7 +236,7 @@ def _jsonl_records(path: Path, text: str) -> list[Record]:
             try:
                 records.append((json.loads(line), (number,)))
             except json.JSONDecodeError as exc:
-                message = f"malformed JSON line: {exc.msg} at column {exc.colno}; expected one JSON value per line"
+                message = f"malformed JSON line: {json_problem(exc)}; expected one JSON value per line"
                 records.append(FormatError(message, f"{path}:{number}"))
     return records
 

@@ -8,19 +8,35 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin.encoders import TextEncoder
 from ctxmem_plugin.errors import FormatError, InputError, NamespaceError
-from ctxmem_plugin.formats.document import build_turn
-from ctxmem_plugin.records import NewTurn, Turn
+from ctxmem_plugin.formats.document import build_turn, json_problem
+from ctxmem_plugin.records import NewTurn, StoredTurn, Turn
 
-if TYPE_CHECKING:
-    from ctxmem_plugin.memory import ContextMemory
+
+class PortableMemory(Protocol):
+    """What export and import need of a memory (a :class:`~ctxmem_plugin.memory.ContextMemory`)."""
+
+    encoder: TextEncoder
+
+    @property
+    def dim(self) -> int: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def iter_turns(self, namespace: Sequence[str] = (), *, batch: int = 1000) -> Iterator[list[StoredTurn]]: ...
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
+
+    def write(self, entries: Sequence[NewTurn], *, dedupe: bool = True) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,7 @@ class ExportedTurn:
     encoder: str | None
 
 
-def export_jsonl(memory: ContextMemory, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
+def export_jsonl(memory: PortableMemory, out: Path, prefix: ns.Namespace = (), *, with_vectors: bool = False) -> int:
     """Write every turn under ``prefix`` to ``out`` (atomically; its folder is created); returns the count."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -79,7 +95,7 @@ def read_export(src: Path) -> list[ExportedTurn]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise FormatError(f"invalid JSON ({exc.msg}); expected one exported turn per line", where) from None
+            raise FormatError(f"invalid JSON ({json_problem(exc)}); expected one exported turn per line", where) from None
         if not isinstance(obj, dict) or "namespace" not in obj or "content" not in obj:
             raise FormatError("expected an object with 'namespace' and 'content'", where)
         if not isinstance(obj["namespace"], list):
@@ -98,7 +114,7 @@ def read_export(src: Path) -> list[ExportedTurn]:
     return records
 
 
-def import_records(memory: ContextMemory, records: list[ExportedTurn]) -> tuple[int, int]:
+def import_records(memory: PortableMemory, records: list[ExportedTurn]) -> tuple[int, int]:
     """Add exported turns to ``memory`` in one transaction; ``(added, duplicates)``.
 
     Vectors are reused when they were made by the memory's encoder; otherwise the text is
@@ -119,6 +135,6 @@ def import_records(memory: ContextMemory, records: list[ExportedTurn]) -> tuple[
     return added, len(ids) - added
 
 
-def import_jsonl(memory: ContextMemory, src: Path) -> tuple[int, int]:
+def import_jsonl(memory: PortableMemory, src: Path) -> tuple[int, int]:
     """Read an export whole, then add it (:func:`import_records`); ``(added, duplicates)``."""
     return import_records(memory, read_export(src))

