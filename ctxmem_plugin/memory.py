@@ -33,7 +33,7 @@ from ctxmem_plugin.records import (
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.search import hit_of, run_search
-from ctxmem_plugin.storage import is_url, open_store
+from ctxmem_plugin.storage import is_url, open_store, require_memory
 from ctxmem_plugin.storage.base import MemoryStore
 from ctxmem_plugin.twins import async_twin
 from ctxmem_plugin.writes import reembed_all, write_entries
@@ -85,6 +85,7 @@ class ContextMemory:
         self.path: Path | None = None if is_url(path) else Path(path)  # None for a database
         self.read_only = read_only
         self.device = device
+        require_memory(path, read_only=read_only, create=create)  # before loading any model: fail fast
         # Model and encoder are checked before anything touches the disk: a bad --model or
         # --encoder must not leave an empty memory behind.
         self.reranker: Reranker | None = None

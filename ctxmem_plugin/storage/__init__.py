@@ -23,6 +23,19 @@ def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
 
 
+def require_memory(location: str | Path, *, read_only: bool = False, create: bool = True) -> None:
+    """Refuse at once a missing embedded memory that may not be created (before any model loads).
+
+    A database's memory is checked when the store connects (:func:`open_store`).
+    """
+    if is_url(location) or not (read_only or not create):
+        return
+    from ctxmem_plugin.storage.sqlite import DB_NAME, exists
+
+    if not exists(Path(location)):
+        raise MemoryNotFoundError(f"no memory at {location} (expected {DB_NAME} in it); create one with ingest")
+
+
 def open_store(location: str | Path, *, read_only: bool = False, create: bool = True, lock_timeout: float = 10.0) -> MemoryStore:
     """Open the store a location names.
 
@@ -47,11 +60,10 @@ def open_store(location: str | Path, *, read_only: bool = False, create: bool = 
         from ctxmem_plugin.storage.postgres import PostgresStore
 
         return PostgresStore(location, read_only=read_only, create=create)
-    from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore, exists
+    from ctxmem_plugin.storage.sqlite import LongTermStore
 
+    require_memory(location, read_only=read_only, create=create)
     directory = Path(location)
-    if (read_only or not create) and not exists(directory):
-        raise MemoryNotFoundError(f"no memory at {directory} (expected {DB_NAME} in it); create one with ingest")
     if directory.exists() and not directory.is_dir():
         raise InputError(f"memory location {directory} is a file; expected a directory or postgresql://user@host/database")
     directory.mkdir(parents=True, exist_ok=True)
