@@ -88,3 +88,7 @@ class ConfigError(InputError, ValueError):
 
     A :class:`ValueError` too, as bad arguments to a constructor are in Python.
     """
+
+
+class BackendError(CtxMemError):
+    """The storage backend failed or cannot be reached (a database server down, refused, misnamed)."""

@@ -22,7 +22,7 @@ import numpy as np
 from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin import safejson
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
-from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
+from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
 from ctxmem_plugin.records import (
     Hit,
@@ -36,11 +36,11 @@ from ctxmem_plugin.records import (
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.search import hit_of, run_search
+from ctxmem_plugin.storage import is_url, open_store, require_memory
 from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
-from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.opening import create_private, meta_number, open_embedded
-from ctxmem_plugin.storage.sqlite import DB_NAME, VECTOR_DTYPES
+from ctxmem_plugin.storage.opening import meta_number
+from ctxmem_plugin.storage.sqlite import VECTOR_DTYPES
 from ctxmem_plugin.twins import async_twin
 from ctxmem_plugin.writes import reembed_all, write_entries
 
@@ -52,10 +52,12 @@ NamespaceLike = Sequence[str] | str
 
 
 class ContextMemory:
-    """Long-term memory for agents, in one directory.
+    """Long-term memory for agents, in one directory or one PostgreSQL database.
 
     Args:
-        path: the memory directory (created if missing, unless ``read_only``).
+        path: where the memory lives: a directory (the embedded store; created if missing,
+            unless ``read_only``) or ``postgresql://user@host/database`` (the PostgreSQL store,
+            extra ``[postgres]``; its schema is created if missing, unless ``read_only``).
         model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
         encoder: the embedding model: a local sentence-transformers directory or an encoder
             object; ``None`` = the encoder the model was trained with (the tuned one it carries,
@@ -64,10 +66,12 @@ class ContextMemory:
         read_only: open for reading only; a missing memory is then an error.
         create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
-        lock_timeout: seconds to wait for another process writing to this memory.
-        index: how dense search is done: exactly up to ``exact_limit`` turns under the prefix
-            searched, approximately above (:class:`~ctxmem_plugin.storage.ann.IndexConfig`).
-        vector_dtype: how a new memory stores its vectors: ``"float32"`` (default) or
+        lock_timeout: seconds to wait for another process writing to this memory (a
+            directory admits one writing process; PostgreSQL any number).
+        index: how an embedded memory's dense search is done: exactly up to ``exact_limit``
+            turns under the prefix searched, approximately above
+            (:class:`~ctxmem_plugin.storage.ann.IndexConfig`).
+        vector_dtype: how a new embedded memory stores its vectors: ``"float32"`` (default) or
             ``"float16"`` (half the bytes, scores within about 1e-3); an existing memory keeps
             the one it was created with, and naming another is an error.
 
@@ -91,11 +95,11 @@ class ContextMemory:
         index: IndexConfig | None = None,
         vector_dtype: str | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.location = str(path)
+        self.path: Path | None = None if is_url(path) else Path(path)  # None for a database
         self.read_only = read_only
         self.device = device
-        if (read_only or not create) and not (self.path / DB_NAME).is_file():
-            raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
+        require_memory(path, read_only=read_only, create=create)  # before loading any model: fail fast
         # Model and encoder are checked before anything touches the disk: a bad --model or
         # --encoder must not leave an empty memory behind.
         self.reranker: Reranker | None = None
@@ -113,20 +117,19 @@ class ContextMemory:
             )
         if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
             raise InputError(f"vector_dtype must be one of {', '.join(VECTOR_DTYPES)}, got {vector_dtype!r}")
+        if self.path is None and (index is not None or vector_dtype not in (None, "float32")):
+            raise InputError("index= and float16 vectors are settings of an embedded memory (a directory); "
+                             "a PostgreSQL memory indexes its float32 vectors with pgvector's HNSW")
         self._vector_dtype = vector_dtype
-        create_private(self.path)  # 0700: it holds users' conversations
         self._guard = threading.RLock()
-        self._lock: WriterLock | None = None
         self._encoder_checked = False
-        if not read_only:
-            self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
-            self._lock.acquire()
+        self.store: MemoryStore = open_store(
+            path, read_only=read_only, create=create, lock_timeout=lock_timeout, index=index
+        )
         try:
-            self.store: MemoryStore = open_embedded(self.path, read_only=read_only, index=index)
             recorded = self.store.get_meta("vector_dtype") or "float32"
             if vector_dtype is not None and self.store.get_meta("encoder") is not None and vector_dtype != recorded:
-                self.store.close()
-                raise InputError(f"{self.path} stores its vectors as {recorded}, not {vector_dtype}")
+                raise InputError(f"{self.location} stores its vectors as {recorded}, not {vector_dtype}")
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -134,7 +137,7 @@ class ContextMemory:
                 # The model's features were computed with its own retrieval settings.
                 self.retrieval = self.reranker.retrieval_config(self.retrieval)
         except BaseException:
-            self._release()
+            self.store.close()
             raise
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -152,18 +155,12 @@ class ContextMemory:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Close the database and release the writer lock (nothing is left to save)."""
+        """Close the store: release the writer lock (a directory) or the connections (a database)."""
         with self._guard:
             if getattr(self, "store", None) is None:
                 return
             self.store.close()
             self.store = None  # type: ignore[assignment]
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def flush(self) -> None:
         """Kept for compatibility: every write is in the database when it returns (nothing is kept aside)."""
@@ -193,7 +190,7 @@ class ContextMemory:
                     self.store.set_meta("vector_dtype", self._vector_dtype or "float32")
         elif name != self.encoder.name or (dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
-                f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
+                f"{self.store.location} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
                 f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
                 "(ctxmem-plugin reembed, ContextMemory.reembed())"
             )
@@ -292,8 +289,11 @@ class ContextMemory:
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
-        Deleted content is overwritten in the database file, the full-text indexes are merged and
-        the WAL is truncated, so nothing of it is left on disk. Returns the count.
+        In a directory, deleted content is overwritten in the database file, the full-text
+        indexes are merged and the WAL is truncated, so nothing of it is left on disk. In
+        PostgreSQL the rows are deleted (no query can see them once this returns) and the
+        tables are vacuumed; the freed bytes stay on disk until reused (``docs/deployment.md``
+        says how to erase them). Returns the count.
         """
         self._writable()
         space = ns.validate(namespace)
@@ -503,18 +503,18 @@ class ContextMemory:
             return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: turns per namespace, files on disk, bytes per turn on disk and in RAM, encoder, model.
+        """Counts and sizes: turns per namespace, bytes used (files or tables), bytes per turn on disk and in RAM, encoder, model.
 
         ``ram_bytes`` is this process's resident memory now (what it has searched and loaded
         included); ``ram_bytes_per_turn`` divides it by the turns stored.
         """
         with self._guard:
             spaces = self.store.namespaces(())
-            files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            files = self.store.sizes()
             turns = sum(c for _, c in spaces)
             ram = resident_bytes()
             return {
-                "path": str(self.path),
+                "path": self.store.location,
                 "turns": turns,
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),

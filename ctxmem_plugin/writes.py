@@ -76,18 +76,34 @@ def write_entries(
     if before_encoding is not None:
         before_encoding()
     vectors = _vectors_of(encoder, dim, entries, todo, progress)
-    rows = [(spaces[j], NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vectors[j])) for j in todo]
+    rows = {j: (spaces[j], NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vectors[j])) for j in todo}
     with store.transaction():
-        ids, _ = store.insert_many(rows)  # one batch whatever the namespaces; ids follow the input
+        namespaces = list(dict.fromkeys(spaces[j] for j in todo))
+        store.lock_namespaces(namespaces)
+        if dedupe:  # a store shared by many processes: another may have stored some since the check
+            todo = _still_new(store, todo, spaces, hashes)
+        ids, _ = store.insert_many([rows[j] for j in todo])  # one batch whatever the namespaces; ids follow the input
         for j, turn_id in zip(todo, ids):
             out[j] = turn_id
-        if on_rows is not None:
+        if on_rows is not None and todo:
             groups: dict[ns.Namespace, list[int]] = {}
             for j in todo:
                 groups.setdefault(spaces[j], []).append(j)
             on_rows([(space, np.asarray([out[j] for j in mine], dtype=np.int64), np.stack([vectors[j] for j in mine]))
                      for space, mine in groups.items()])
     return out
+
+
+def _still_new(store: MemoryStore, todo: list[int], spaces: Sequence[ns.Namespace], hashes: Sequence[str]) -> list[int]:
+    """``todo`` without the turns found stored now, under the write's namespace locks."""
+    groups: dict[ns.Namespace, list[int]] = {}
+    for j in todo:
+        groups.setdefault(spaces[j], []).append(j)
+    present: set[int] = set()
+    for space, mine in groups.items():
+        stored = store.existing_hashes(space, [hashes[j] for j in mine])
+        present.update(j for j in mine if hashes[j] in stored)
+    return [j for j in todo if j not in present]
 
 
 def _vectors_of(

@@ -1,4 +1,7 @@
-"""The Python API of ContextMemory: add/ingest contracts, context() budgets, async twins."""
+"""The Python API of ContextMemory: add/ingest contracts, context() budgets, async twins.
+
+The tests run on both backends (``conftest.location``): a directory and a PostgreSQL database.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ WORDS = "dog cat paris guitar pottery lisbon tea coffee running chess garden bak
 
 
 @pytest.fixture
-def mem(tmp_path: Path, hash_encoder: HashEncoder):
-    with ContextMemory(tmp_path / "mem", encoder=hash_encoder) as memory:
+def mem(location, hash_encoder: HashEncoder):
+    with ContextMemory(location, encoder=hash_encoder) as memory:
         yield memory
 
 
@@ -95,13 +98,14 @@ def test_list_orders_and_pages(mem: ContextMemory) -> None:
     assert mem.list_turns(("u", "other")) == []
 
 
-def test_read_only_and_missing_memories(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+def test_read_only_and_missing_memories(new_location, hash_encoder: HashEncoder) -> None:
     with pytest.raises(MemoryNotFoundError):
-        ContextMemory(tmp_path / "missing", encoder=hash_encoder, read_only=True)
-    assert not (tmp_path / "missing").exists()
-    with ContextMemory(tmp_path / "m", encoder=hash_encoder) as memory:
+        ContextMemory(new_location("missing"), encoder=hash_encoder, read_only=True)
+    if isinstance(new_location("missing"), Path):
+        assert not new_location("missing").exists()
+    with ContextMemory(new_location("m"), encoder=hash_encoder) as memory:
         memory.add({"content": "hello"}, ("u",))
-    with ContextMemory(tmp_path / "m", encoder=hash_encoder, read_only=True) as memory:
+    with ContextMemory(new_location("m"), encoder=hash_encoder, read_only=True) as memory:
         with pytest.raises(InputError, match="read-only"):
             memory.add({"content": "more"}, ("u",))
         assert [h.text for h in memory.search("hello", ("u",))] == ["hello"]
@@ -151,10 +155,10 @@ def test_context_shows_speaker_and_time(mem: ContextMemory) -> None:
 # -- async twins --------------------------------------------------------------------------------
 
 
-async def test_async_twins_return_what_the_sync_methods_return(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+async def test_async_twins_return_what_the_sync_methods_return(new_location, hash_encoder: HashEncoder) -> None:
     messages = sentences(random.Random(7), 30)
-    with ContextMemory(tmp_path / "sync", encoder=hash_encoder) as sync_mem, \
-            ContextMemory(tmp_path / "async", encoder=hash_encoder) as async_mem:
+    with ContextMemory(new_location("sync"), encoder=hash_encoder) as sync_mem, \
+            ContextMemory(new_location("async"), encoder=hash_encoder) as async_mem:
         sync_ids = sync_mem.add(messages, ("u",))
         async_ids = await async_mem.aadd(messages, ("u",))
         assert async_ids == sync_ids  # two fresh memories number the same turns the same way

@@ -62,10 +62,22 @@ def _click_error(exc: CtxMemError) -> click.ClickException:
     return UsageFailure(message) if exc.exit_code == 2 else click.ClickException(message)
 
 
+class MemoryLocation(click.ParamType):
+    """``--memory``: a directory (the embedded store) or ``postgresql://user@host/db``; given back as a string."""
+
+    name = "DIR|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "://" not in text and Path(text).exists() and not Path(text).is_dir():
+            self.fail(f"{text!r} is a file; expected a memory directory or postgresql://user@host/database", param, ctx)
+        return text
+
+
 def memory_option(func: F) -> F:
     return click.option(
-        "--memory", "-m", "memory_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-        envvar="CTXMEM_MEMORY", help="Memory directory (env CTXMEM_MEMORY).",
+        "--memory", "-m", "location", required=True, type=MemoryLocation(), envvar="CTXMEM_MEMORY",
+        help="Memory directory, or postgresql://user@host/database (env CTXMEM_MEMORY).",
     )(func)
 
 
@@ -89,13 +101,13 @@ def model_options(func: F) -> F:
 
 
 def open_memory(
-    path: Path, *, read_only: bool, create: bool = True, model: Path | None = None, encoder: Path | None = None,
+    location: str, *, read_only: bool, create: bool = True, model: Path | None = None, encoder: Path | None = None,
     device: str = "auto",
 ) -> ContextMemory:
-    """Open a memory that the command's context closes when the command ends."""
+    """Open a memory (a directory or a database URL) that the command's context closes when the command ends."""
     from ctxmem_plugin.memory import ContextMemory
 
-    memory = ContextMemory(path, read_only=read_only, create=create, model=model, encoder=encoder, device=device)
+    memory = ContextMemory(location, read_only=read_only, create=create, model=model, encoder=encoder, device=device)
     click.get_current_context().call_on_close(memory.close)
     return memory
 

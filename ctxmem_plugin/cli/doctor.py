@@ -17,7 +17,7 @@ from ctxmem_plugin.cli.app import handle_errors, main, memory_option
 @click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Trained model dir: also check that the slot states are the size it needs.")
 @handle_errors
-def doctor(memory_dir: Path, repair: bool, model: Path | None) -> None:
+def doctor(location: str, repair: bool, model: Path | None) -> None:
     """Check a memory: SQLite integrity, full-text indexes, approximate index vs turns, slot states, namespaces.
 
     Prints one line per problem ("problem PART: what") and exits with 1 if any remain (after
@@ -34,11 +34,16 @@ def doctor(memory_dir: Path, repair: bool, model: Path | None) -> None:
     slots       slot states finite; with --model, the size that model needs
     namespaces  every stored namespace valid and inside the root range
     """
-    from ctxmem_plugin.errors import MemoryNotFoundError
+    from ctxmem_plugin.errors import InputError, MemoryNotFoundError
+    from ctxmem_plugin.storage import is_url
     from ctxmem_plugin.storage import integrity
     from ctxmem_plugin.storage.lock import WriterLock
     from ctxmem_plugin.storage.sqlite import DB_NAME
 
+    if is_url(location):
+        raise InputError("doctor checks an embedded memory (a directory); a PostgreSQL memory is checked with "
+                         "PostgreSQL's own tools (amcheck, REINDEX), see docs/deployment.md")
+    memory_dir = Path(location)
     if not (memory_dir / DB_NAME).is_file():
         raise MemoryNotFoundError(f"no memory at {memory_dir} (expected {DB_NAME} in it)")
     slots = None

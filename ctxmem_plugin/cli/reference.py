@@ -27,6 +27,8 @@ Every command has `-h`/`--help`, and this page is their `--help`, generated with
 - Namespaces are written as labels joined by `/` (`user-42/session-7`); a search or an export
   takes a prefix (`user-42` covers every session of that user).
 - Wherever `--memory` is accepted, the environment variable `CTXMEM_MEMORY` can give it instead.
+  It is a directory (the embedded store) or `postgresql://user@host/database` (the PostgreSQL
+  store, extra `[postgres]`; see [deployment.md](deployment.md)).
 - `--help`, `stats`, `forget`, `upgrade`, `doctor` and `export` answer at once; commands that
   embed text first load the encoder (a few seconds).
 """

@@ -40,7 +40,7 @@ SHOWN_CHARS = 300
                    "default: the searched namespace).")
 @model_options
 @handle_errors
-def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
+def query(text: str, location: str, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
           focus: str | None, model: Path | None, encoder: Path | None, device: str) -> None:
     """Ask the memory: the turns most relevant to TEXT."""
     from ctxmem_plugin.namespaces import format_namespace
@@ -49,7 +49,7 @@ def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filt
     space = parse_namespace(namespace, allow_empty=True)
     focus_space = parse_namespace(focus) if focus is not None else None
     filters = _parse_filter(filter_json)
-    memory = open_memory(memory_dir, read_only=True, model=model, encoder=encoder, device=device)
+    memory = open_memory(location, read_only=True, model=model, encoder=encoder, device=device)
     empty = nothing_under(memory, space)
     hits = [] if empty else memory.search(text, space, k=k, filters=filters, method=method, focus=focus_space)
     if as_json:
@@ -105,9 +105,9 @@ def _parse_filter(text: str | None) -> dict[str, Any] | None:
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Trained model dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
-def explain(text: str, memory_dir: Path, namespace: str, model: Path, as_json: bool) -> None:
+def explain(text: str, location: str, namespace: str, model: Path, as_json: bool) -> None:
     """Which memory slots TEXT attends to, and which turns those slots hold most of."""
-    memory = open_memory(memory_dir, read_only=True, model=model)
+    memory = open_memory(location, read_only=True, model=model)
     info = memory.explain(text, parse_namespace(namespace))
     if as_json:
         click.echo(json.dumps(info))

@@ -232,11 +232,11 @@ def _slot_findings(db: sqlite3.Connection, dim: int | None, slots: SlotShape | N
     return [
         Finding("slots", f"the slot state of {key!r:.60} {problem}", True)
         for key, model_id, state, typed in db.execute(_SLOT_ROWS).fetchall()
-        if (problem := _slot_problem(model_id, state, bool(typed), dim, slots))
+        if (problem := slot_problem(model_id, state, bool(typed), dim, slots))
     ]
 
 
-def _slot_problem(model_id: object, state: object, typed: bool, dim: int | None, slots: SlotShape | None) -> str | None:
+def slot_problem(model_id: object, state: object, typed: bool, dim: int | None, slots: SlotShape | None) -> str | None:
     """What is wrong with one slot state row (``None``: nothing found)."""
     if not isinstance(state, bytes) or not typed:
         return "is not a slot state row"
@@ -370,7 +370,7 @@ def _repair_fts(db: sqlite3.Connection) -> list[str]:
 def _repair_slots(db: sqlite3.Connection, slots: SlotShape | None) -> list[str]:
     dim = _dim(dict(db.execute("SELECT key, value FROM meta").fetchall()))
     bad = [key for key, model_id, state, typed in db.execute(_SLOT_ROWS).fetchall()
-           if _slot_problem(model_id, state, bool(typed), dim, slots)]
+           if slot_problem(model_id, state, bool(typed), dim, slots)]
     db.executemany("DELETE FROM slot_states WHERE namespace = ?", [(k,) for k in bad])
     return [f"slots: {len(bad)} damaged slot state(s) dropped; they are rebuilt from the turns on use"] if bad else []
 

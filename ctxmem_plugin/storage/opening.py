@@ -136,7 +136,9 @@ def create_private(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
 
 
-def open_embedded(directory: Path, *, read_only: bool = False, index: IndexConfig | None = None) -> LongTermStore:
+def open_embedded(
+    directory: Path, *, read_only: bool = False, index: IndexConfig | None = None, lock_timeout: float | None = None
+) -> LongTermStore:
     """The embedded store of ``directory``, checked as the module docstring says.
 
     Raises:
@@ -148,9 +150,9 @@ def open_embedded(directory: Path, *, read_only: bool = False, index: IndexConfi
         check_database_file(path)
     elif not read_only:
         # Created here, not by SQLite, to get the owner-only mode whatever the umask.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))  # no O_EXCL: another opener may race us
     with reported(directory):
-        store = LongTermStore(Path(directory), read_only=read_only, index=index)
+        store = LongTermStore(Path(directory), read_only=read_only, index=index, lock_timeout=lock_timeout)
     try:
         with reported(directory):
             problems = meta_problems(store.get_meta)

@@ -29,6 +29,7 @@ from ctxmem_plugin.storage import bm25 as bm25_scoring
 from ctxmem_plugin.storage import vectors as flat
 from ctxmem_plugin.storage.ann import AnnIndex, IndexConfig
 from ctxmem_plugin.storage.base import Finding, NewRow, SlotShape, SlotState
+from ctxmem_plugin.storage.lock import WriterLock
 from ctxmem_plugin.storage.prefix import PrefixView
 from ctxmem_plugin.storage.schema import migrate, require_current
 
@@ -56,14 +57,31 @@ class LongTermStore:
         directory: the memory directory (must exist).
         read_only: open without the right to write (``query``, ``stats``, ``export``).
         index: how dense search is done (exact up to a prefix size, approximate above it).
+        lock_timeout: a writable store holds the directory's writer lock
+            (:mod:`ctxmem_plugin.storage.lock`) until closed; seconds to wait for another
+            process that holds it. ``None``: the caller holds it.
     """
 
-    def __init__(self, directory: Path, *, read_only: bool = False, index: IndexConfig | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, read_only: bool = False, index: IndexConfig | None = None, lock_timeout: float | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / DB_NAME
         self.read_only = read_only
         self.index_config = index or IndexConfig()
         self.ann = AnnIndex(self.index_config)
+        self._lock: WriterLock | None = None
+        if not read_only and lock_timeout is not None:
+            self._lock = WriterLock(self.directory / "writer.lock", timeout=lock_timeout)
+            self._lock.acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self) -> None:
+        read_only = self.read_only
         self._depth = 0  # open transaction() / reading() blocks: one SQL transaction for all
         self._grew = False  # the open transaction added or replaced vectors: the cells may need training
         # What one reading() block has read of each prefix: its turns, shared by the reads of one search.
@@ -92,8 +110,20 @@ class LongTermStore:
         return str(self.directory)
 
     def close(self) -> None:
-        """Close the database (everything is in it already)."""
-        self.db.close()
+        """Close the database (everything is in it already) and release the writer lock."""
+        try:
+            self.db.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of each file in the memory directory."""
+        return {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
 
     def flush(self) -> None:
         """Nothing to persist: every write is in the database when its transaction commits."""
@@ -227,6 +257,9 @@ class LongTermStore:
             self.ann.train(self.db, dim, self.vector_dtype)
 
     # -- writes (call inside transaction()) ------------------------------------------------
+
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+        """Nothing to take: the writer lock already makes this process the only writer."""
 
     def insert(
         self, namespace: ns.Namespace, rows: Sequence[NewRow], now: float | None = None
@@ -666,7 +699,8 @@ class LongTermStore:
         from ctxmem_plugin.storage import integrity
 
         done = integrity.repair(self.directory, slots=slots)
-        self._index = None  # its file may have been rebuilt: loaded again on next use
+        self.ann = AnnIndex(self.index_config)  # its centroids may have been retrained: read again on use
+        self._decode = None
         return done
 
 

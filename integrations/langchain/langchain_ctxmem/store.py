@@ -78,6 +78,8 @@ class CtxMemStore(BaseStore):
             Without ``embed`` the memory's own encoder (all-MiniLM-L6-v2 by default) is used.
         ttl: TTL settings (``default_ttl`` minutes, ``refresh_on_read``). Expired items are
             deleted before each batch runs, so ``sweep_interval_minutes`` is not needed.
+            A memory in PostgreSQL has no TTLs: ``put(..., ttl=...)`` raises
+            ``NotImplementedError`` and a ``default_ttl`` ``ValueError``.
         root: core namespace labels that every store namespace lives under, so the store
             never sees turns written by other integrations into the same memory. ``()`` puts
             store namespaces at the top level (for a memory used by this store alone).
@@ -115,7 +117,12 @@ class CtxMemStore(BaseStore):
         self.root = core_ns.validate(tuple(root), allow_empty=True)
         self.ttl_config = ttl
         self._clock = clock
-        self._ttl = None if self.memory.read_only else TTLTable(self.memory.path)
+        # Expiries live in a file beside an embedded memory; a database-backed memory has no
+        # such place, so TTLs are refused there (LangGraph's NotImplementedError on put).
+        self.supports_ttl = self.memory.path is not None
+        if not self.supports_ttl and ttl and ttl.get("default_ttl") is not None:
+            raise ValueError(f"TTLs need an embedded memory (a directory); {self.memory.store.location} is a database")
+        self._ttl = None if self.memory.read_only or self.memory.path is None else TTLTable(self.memory.path)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -41,9 +41,62 @@ def hash_encoder() -> HashEncoder:
     return HashEncoder()
 
 
+@pytest.fixture(scope="session")
+def local_postgres() -> Iterator[Any]:
+    """One PostgreSQL server (with pgvector) for the session, on a Unix socket in a temp dir."""
+    from ctxmem_plugin.errors import BackendError, DependencyError
+    from ctxmem_plugin.storage.pg_server import LocalPostgres
+
+    import shutil
+    import tempfile
+
+    # Not under pytest's base temp: a later pytest session on this machine prunes old ones,
+    # and would delete the data directory of a server still running.
+    home = Path(tempfile.mkdtemp(prefix="ctxmem-pg-"))
+    try:
+        server = LocalPostgres(home / "data", durable=False)
+    except (DependencyError, BackendError) as exc:
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server could start here: {exc}")
+    yield server
+    server.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def memory(tmp_path: Path, hash_encoder: HashEncoder) -> Iterator[object]:
-    """An empty ContextMemory with the fake encoder."""
+def new_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``new_location(name)``: a memory location of this test, a directory or a fresh PostgreSQL database."""
+    made: dict[str, Any] = {}
+    server = request.getfixturevalue("local_postgres") if backend == "postgres" else None
+
+    def make(name: str = "mem") -> Any:
+        if name not in made:
+            made[name] = tmp_path / name if server is None else server.create_database()
+        return made[name]
+
+    yield make
+    if server is not None:
+        for url in made.values():
+            server.drop_database(str(url))
+
+
+@pytest.fixture
+def memory(new_location: Any, hash_encoder: HashEncoder) -> Iterator[object]:
+    """An empty ContextMemory with the fake encoder, on each backend."""
+    from ctxmem_plugin.memory import ContextMemory
+
+    with ContextMemory(new_location(), encoder=hash_encoder) as mem:
+        yield mem
+
+
+@pytest.fixture
+def embedded_memory(tmp_path: Path, hash_encoder: HashEncoder) -> Iterator[object]:
+    """An empty ContextMemory in a directory (for what only the embedded store has: TTL files)."""
     from ctxmem_plugin.memory import ContextMemory
 
     with ContextMemory(tmp_path / "mem", encoder=hash_encoder) as mem:

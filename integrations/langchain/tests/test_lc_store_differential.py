@@ -80,11 +80,12 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_pair(tmp_path: Path, hash_encoder: Any, mode: str) -> Iterator[Any]:
+def make_pair(new_location: Any, hash_encoder: Any, mode: str) -> Iterator[Any]:
+    """The reference and a CtxMemStore over a fresh memory, on each backend (directory, PostgreSQL)."""
     memories: list[ContextMemory] = []
 
     def make(fields: list[str] | None = None) -> Pair:
-        mem = ContextMemory(tmp_path / f"m{len(memories)}", encoder=hash_encoder)
+        mem = ContextMemory(new_location(f"m{len(memories)}"), encoder=hash_encoder)
         memories.append(mem)
         index: dict[str, Any] = {"dims": hash_encoder.dim, "embed": CtxMemEmbeddings(hash_encoder)}
         if fields is not None:
