@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -37,8 +37,6 @@ from ctxmem_plugin.wire import (
 
 if TYPE_CHECKING:
     from ctxmem_plugin.memory import ContextMemory
-
-R = TypeVar("R")
 
 JSON = "application/json"
 
@@ -80,16 +78,19 @@ def create_app(memory: ContextMemory, *, token: str | None = None, timeout: floa
     )
     bearer = HTTPBearer(auto_error=False, description="Needed when the server was started with --token.")
 
-    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if expected is None:
             return
         given = b"" if credentials is None else credentials.credentials.encode("utf-8")
         if not secrets.compare_digest(given, expected):  # constant time: the token is not guessed byte by byte
             raise AuthError("missing or wrong bearer token (Authorization: Bearer <token>)")
 
-    async def run(call: Callable[[], R]) -> R:
+    async def answer(call: Callable[[], Any]) -> Response:
+        """``call()``'s result as a JSON answer; the call and the encoding run in a worker thread,
+        so the event loop keeps reading other requests meanwhile."""
         with anyio.move_on_after(timeout):
-            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            body = await anyio.to_thread.run_sync(lambda: dumps(call()), abandon_on_cancel=True)
+            return Response(body, media_type=JSON)
         raise RequestTimeout(f"the request ran past the server's {timeout:g} s timeout (a write may still complete)")
 
     errors = {status: {"model": s.ErrorOut} for status in (400, 401, 404, 409, 422, 500, 504)}
@@ -99,51 +100,53 @@ def create_app(memory: ContextMemory, *, token: str | None = None, timeout: floa
 
     @v1.post("/write", responses=_documented(s.IdsOut), summary="Store many turns at once (ContextMemory.write)")
     async def write(body: s.WriteIn) -> Response:
-        def call() -> list[int]:
+        def call() -> dict[str, Any]:
             entries = [entry_from_json(e.model_dump(), f"entry {i}") for i, e in enumerate(body.entries)]
-            return memory.write(entries, dedupe=body.dedupe)
+            return {"ids": memory.write(entries, dedupe=body.dedupe)}
 
-        return _answer({"ids": await run(call)})
+        return await answer(call)
 
     @v1.post("/add", responses=_documented(s.IdsOut), summary="Store messages in a namespace (ContextMemory.add)")
     async def add(body: s.AddIn) -> Response:
-        return _answer({"ids": await run(lambda: memory.add(body.messages, body.namespace, dedupe=body.dedupe))})
+        return await answer(lambda: {"ids": memory.add(body.messages, body.namespace, dedupe=body.dedupe)})
 
     @v1.post("/delete", responses=_documented(s.IdsOut), summary="Delete turns by id; answers the ids that existed")
     async def delete(body: s.IdsIn) -> Response:
-        return _answer({"ids": await run(lambda: memory.delete(body.ids))})
+        return await answer(lambda: {"ids": memory.delete(body.ids)})
 
     @v1.post("/forget", responses=_documented(s.CountOut), summary="Remove everything under a namespace")
     async def forget(body: s.NamespaceIn) -> Response:
-        return _answer({"count": await run(lambda: memory.forget(body.namespace))})
+        return await answer(lambda: {"count": memory.forget(body.namespace)})
 
     @v1.post("/reembed", responses=_documented(s.CountOut), summary="Re-encode every turn with the server's encoder")
     async def reembed(body: s.ReembedIn) -> Response:
-        return _answer({"count": await run(lambda: memory.reembed(batch=body.batch))})
+        return await answer(lambda: {"count": memory.reembed(batch=body.batch)})
 
     @v1.post("/flush", summary="Write the vector index to disk now")
     async def flush(body: s.Empty) -> Response:
-        await run(memory.flush)
-        return _answer({})
+        return await answer(lambda: memory.flush() or {})
 
     # -- reads ----------------------------------------------------------------------------
 
     @v1.post("/get", responses=_documented(s.TurnsOut), summary="Turns by id (unknown ids are left out)")
     async def get(body: s.IdsIn) -> Response:
-        turns = await run(lambda: memory.get(body.ids))
-        return _answer({"turns": [stored_to_json(t) for t in turns]})
+        return await answer(lambda: {"turns": [stored_to_json(t) for t in memory.get(body.ids)]})
 
     @v1.post("/get_by_key", responses=_documented(s.MaybeTurnOut), summary="The turn stored under a key in a namespace")
     async def get_by_key(body: s.KeyIn) -> Response:
-        turn = await run(lambda: memory.get_by_key(body.namespace, body.key))
-        return _answer({"turn": None if turn is None else stored_to_json(turn)})
+        def call() -> dict[str, Any]:
+            turn = memory.get_by_key(body.namespace, body.key)
+            return {"turn": None if turn is None else stored_to_json(turn)}
+
+        return await answer(call)
 
     @v1.post("/list_turns", responses=_documented(s.TurnsOut), summary="Turns under a namespace prefix, without a query")
     async def list_turns(body: s.ListIn) -> Response:
-        turns = await run(
-            lambda: memory.list_turns(body.namespace, body.filters, limit=body.limit, offset=body.offset, order=body.order)
-        )
-        return _answer({"turns": [stored_to_json(t) for t in turns]})
+        def call() -> dict[str, Any]:
+            turns = memory.list_turns(body.namespace, body.filters, limit=body.limit, offset=body.offset, order=body.order)
+            return {"turns": [stored_to_json(t) for t in turns]}
+
+        return await answer(call)
 
     @v1.post(
         "/iter_turns",
@@ -162,64 +165,70 @@ def create_app(memory: ContextMemory, *, token: str | None = None, timeout: floa
 
     @v1.post("/namespaces", responses=_documented(s.NamespacesOut), summary="Namespaces under a prefix, with their turn counts")
     async def namespaces(body: s.PrefixIn) -> Response:
-        found = await run(lambda: memory.namespaces(body.prefix))
-        return _answer({"namespaces": [{"namespace": list(space), "turns": count} for space, count in found]})
+        return await answer(
+            lambda: {"namespaces": [{"namespace": list(space), "turns": n} for space, n in memory.namespaces(body.prefix)]}
+        )
 
     @v1.post("/search", responses=_documented(s.HitsOut), summary="The turns under a prefix most relevant to a query")
     async def search(body: s.SearchIn) -> Response:
-        hits = await run(
-            lambda: memory.search(
+        def call() -> dict[str, Any]:
+            hits = memory.search(
                 body.query, body.namespace, body.k, body.filters, method=body.method, offset=body.offset, focus=body.focus
             )
-        )
-        return _answer({"hits": [hit_to_json(h) for h in hits]})
+            return {"hits": [hit_to_json(h) for h in hits]}
+
+        return await answer(call)
 
     @v1.post("/search_by_vector", responses=_documented(s.HitsOut), summary="Exact dense search with a given vector")
     async def search_by_vector(body: s.VectorSearchIn) -> Response:
-        hits = await run(lambda: memory.search_by_vector(body.vector, body.namespace, k=body.k, filters=body.filters))
-        return _answer({"hits": [hit_to_json(h) for h in hits]})
+        def call() -> dict[str, Any]:
+            hits = memory.search_by_vector(body.vector, body.namespace, k=body.k, filters=body.filters)
+            return {"hits": [hit_to_json(h) for h in hits]}
+
+        return await answer(call)
 
     @v1.post("/vectors", responses=_documented(s.VectorsOut), summary="Stored embeddings by id (unknown ids left out)")
     async def vectors(body: s.IdsIn) -> Response:
-        found = await run(lambda: memory.vectors(body.ids))
-        return _answer({"ids": list(found), "vectors": [v.tolist() for v in found.values()]})
+        def call() -> dict[str, Any]:
+            found = memory.vectors(body.ids)
+            return {"ids": list(found), "vectors": [v.tolist() for v in found.values()]}
+
+        return await answer(call)
 
     @v1.post("/context", responses=_documented(s.TextOut), summary="Prompt-ready memories within a token budget")
     async def context(body: s.ContextIn) -> Response:
-        text = await run(lambda: memory.context(body.query, body.namespace, body.max_tokens, k=body.k))
-        return _answer({"text": text})
+        return await answer(lambda: {"text": memory.context(body.query, body.namespace, body.max_tokens, k=body.k)})
 
     @v1.post("/explain", summary="Which slots a query attends to (needs a model)")
     async def explain(body: s.ExplainIn) -> Response:
-        return _answer(await run(lambda: memory.explain(body.query, body.namespace, top_turns=body.top_turns)))
+        return await answer(lambda: memory.explain(body.query, body.namespace, top_turns=body.top_turns))
 
     @v1.post("/embed", responses=_documented(s.EmbedOut), summary="Vectors of texts by the memory's encoder")
     async def embed(body: s.EmbedIn) -> Response:
-        def call() -> list[list[float]]:
+        def call() -> dict[str, Any]:
             encoder = memory.encoder
             if body.query:
-                return [encoder.encode_query(t).tolist() for t in body.texts]
-            return encoder.encode(body.texts).tolist() if body.texts else []
+                return {"vectors": [encoder.encode_query(t).tolist() for t in body.texts]}
+            return {"vectors": encoder.encode(body.texts).tolist() if body.texts else []}
 
-        return _answer({"vectors": await run(call)})
+        return await answer(call)
 
     @v1.get("/generation", responses=_documented(s.GenerationOut), summary="The write counter (unchanged: nothing written)")
     async def generation() -> Response:
-        return _answer({"generation": await run(lambda: memory.generation)})
+        return await answer(lambda: {"generation": memory.generation})
 
     @v1.get("/stats", summary="Counts and sizes: turns per namespace, files, encoder, model")
     async def stats() -> Response:
-        return _answer(await run(memory.stats))
+        return await answer(memory.stats)
 
     @v1.get("/info", responses=_documented(s.InfoOut), summary="The server's encoder, model and settings")
     async def info() -> Response:
-        def call() -> dict[str, Any]:
-            return {
+        return await answer(
+            lambda: {
                 "version": __version__, "encoder": memory.encoder.name, "dim": memory.dim, "read_only": memory.read_only,
                 "model": None if memory.reranker is None else memory.reranker.describe(), "timeout_s": timeout,
             }
-
-        return _answer(await run(call))
+        )
 
     app.include_router(v1)
 
