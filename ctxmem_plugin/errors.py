@@ -83,6 +83,16 @@ class DependencyError(CtxMemError):
     """An optional dependency (faiss, sentence-transformers) is not installed."""
 
 
+class ServerError(CtxMemError):
+    """A memory server could not be reached, did not answer in time, or failed on its side."""
+
+
+class AuthError(CtxMemError):
+    """A memory server refused the request: its bearer token is missing or wrong."""
+
+    exit_code = 2
+
+
 class ConfigError(InputError, ValueError):
     """Settings that are out of range, of the wrong type, unknown, or inconsistent with each other.
 

@@ -12,7 +12,6 @@ import asyncio
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from ctxmem_plugin import safejson
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
+from ctxmem_plugin.ingesting import ingest_logs
 from ctxmem_plugin.records import (
     Hit,
     IngestReport,
@@ -33,6 +33,7 @@ from ctxmem_plugin.records import (
     Turn,
     to_turn,
 )
+from ctxmem_plugin.remote.transport import is_server_url
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.search import hit_of, run_search
@@ -95,6 +96,11 @@ class ContextMemory:
         index: IndexConfig | None = None,
         vector_dtype: str | None = None,
     ) -> None:
+        if is_server_url(path):
+            raise InputError(
+                f"{path} is a memory server, not a directory: open it with RemoteMemory({str(path)!r}) "
+                "or ctxmem_plugin.open_memory(), which take the same methods"
+            )
         self.location = str(path)
         self.path: Path | None = None if is_url(path) else Path(path)  # None for a database
         self.read_only = read_only
@@ -266,18 +272,7 @@ class ContextMemory:
             split_conversations: each conversation in ``namespace/<conversation id>``.
             progress: called with a count of turns as they are encoded (or found present).
         """
-        report = IngestReport()
-        start = time.perf_counter()
-        base = ns.validate(namespace)
-        for log in logs:
-            report.invalid += [str(e) for e in log.skipped]
-            entries = [st.entry((*base, st.conversation) if split_conversations else base) for st in log.turns]
-            ids = self.write(entries, progress=progress)
-            added = sum(1 for i in ids if i >= 0)
-            report.added += added
-            report.duplicates += len(ids) - added
-        report.seconds = time.perf_counter() - start
-        return report
+        return ingest_logs(self.write, logs, namespace, split_conversations=split_conversations, progress=progress)
 
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""

@@ -8,8 +8,9 @@ module names never clash (every module here also starts with ``test_lc_``).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,40 @@ def embedded_memory(tmp_path: Path, hash_encoder: HashEncoder) -> Iterator[objec
 
     with ContextMemory(tmp_path / "mem", encoder=hash_encoder) as mem:
         yield mem
+
+
+def loopback_only() -> None:
+    """Let this test reach servers on 127.0.0.1 (a memory server it started), and nothing else."""
+    import pytest_socket
+
+    pytest_socket.enable_socket()
+    pytest_socket.socket_allow_hosts(["127.0.0.1"], allow_unix_socket=True)  # undone by pytest-socket after the test
+
+
+@pytest.fixture
+def loopback() -> None:
+    """This test may reach memory servers on 127.0.0.1 (that it started), and nothing else."""
+    loopback_only()
+
+
+@pytest.fixture
+def make_memory(tmp_path: Path, hash_encoder: HashEncoder) -> Iterator[Callable[[str], Any]]:
+    """Opens an empty memory with the fake encoder: ``"local"`` a ContextMemory, ``"remote"`` the
+    client of a memory server started for the test (closed, and stopped, after it)."""
+    from ctxmem_plugin.memory import ContextMemory
+    from ctxmem_plugin.remote import RemoteMemory
+    from ctxmem_plugin.server.testing import ServerProcess
+
+    with contextlib.ExitStack() as stack:
+
+        def make(kind: str) -> Any:
+            if kind == "local":
+                return stack.enter_context(ContextMemory(tmp_path / "mem", encoder=hash_encoder))
+            loopback_only()
+            server = stack.enter_context(ServerProcess(tmp_path / "served", encoder="hash"))
+            return stack.enter_context(RemoteMemory(server.url))
+
+        yield make
 
 
 @pytest.fixture(scope="session")
