@@ -22,7 +22,7 @@ from ctxmem_plugin.cli.app import handle_errors, main, memory_option, model_opti
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="info logs every request.")
 @model_options
 @handle_errors
-def serve(memory_dir: Path, host: str, port: int, token: str | None, timeout: float, log_level: str,
+def serve(location: str, host: str, port: int, token: str | None, timeout: float, log_level: str,
           model: Path | None, encoder: Path | None, device: str) -> None:
     """Serve a memory over HTTP, keeping the encoder and model loaded.
 
@@ -39,6 +39,6 @@ def serve(memory_dir: Path, host: str, port: int, token: str | None, timeout: fl
 
     check_exposure(host, token)  # before the model loads: these are said at once
     require_server_deps()
-    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    memory = open_memory(location, read_only=False, model=model, encoder=encoder, device=device)
     run_server(memory, host=host, port=port, token=token, timeout=timeout, log_level=log_level,
-               ready=lambda url: click.echo(f"serving {memory_dir} at {url} (Ctrl-C stops)"))
+               ready=lambda url: click.echo(f"serving {location} at {url} (Ctrl-C stops)"))
