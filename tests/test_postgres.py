@@ -206,9 +206,9 @@ def test_what_postgres_cannot_store_is_refused_whole(pg: str, hash_encoder: Hash
         mem.add({"content": "kept"}, ("u",))
         with pytest.raises(InputError, match="NUL character"):
             mem.add([{"content": "fine"}, {"content": "bad \x00 byte"}], ("u",))
-        with pytest.raises(InputError, match="NaN"):
+        with pytest.raises(InputError, match="not a JSON number"):  # refused before any backend sees it
             mem.add({"content": "x", "metadata": {"w": float("nan")}}, ("u",))
-        with pytest.raises(InputError, match="JSON object or array"):
+        with pytest.raises(InputError, match="not a list or an object"):
             mem.list_turns(("u",), {"place": {"$gt": {"a": 1}}})
         assert [t.content for t in mem.list_turns(())] == ["kept"]
 
