@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+from ctxmem_plugin.api import MemoryAPI, is_memory, open_memory
 from ctxmem_plugin.encoders.hashing import HashEncoder
 from ctxmem_plugin.errors import (
+    AuthError,
     CheckpointError,
     CtxMemError,
     DependencyError,
@@ -19,14 +21,17 @@ from ctxmem_plugin.errors import (
     MemoryNotFoundError,
     ModelMismatchError,
     NamespaceError,
+    ServerError,
 )
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import Hit, IngestReport, NewTurn, StoredTurn, Turn
+from ctxmem_plugin.remote import RemoteMemory
 from ctxmem_plugin.retrieval.hybrid import RetrievalConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "CheckpointError",
     "ContextMemory",
     "CtxMemError",
@@ -36,13 +41,18 @@ __all__ = [
     "Hit",
     "IngestReport",
     "InputError",
+    "MemoryAPI",
     "MemoryLockedError",
     "MemoryNotFoundError",
     "ModelMismatchError",
     "NamespaceError",
     "NewTurn",
+    "RemoteMemory",
     "RetrievalConfig",
+    "ServerError",
     "StoredTurn",
     "Turn",
     "__version__",
+    "is_memory",
+    "open_memory",
 ]

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, TypeVar, Union
 
+from ctxmem_plugin import safejson
 from ctxmem_plugin.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
@@ -143,8 +144,7 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return safejson.show(value)  # cut to 60 characters; an integer of thousands of digits by its size
 
 
 def _plain(value: Any) -> Any:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 
 class CtxMemError(Exception):
-    """Base class of every error raised on purpose by ctxmem-plugin."""
+    """Base class of every error raised on purpose by ctxmem-plugin.
+
+    The message is one line. ``details`` holds the full list when there are several findings
+    (every problem of a model directory, say); the CLI prints it with ``--verbose``.
+    """
 
     exit_code: int = 1
+    details: tuple[str, ...] = ()
 
 
 class InputError(CtxMemError):
@@ -54,7 +59,22 @@ class ModelMismatchError(CtxMemError):
 
 
 class CheckpointError(CtxMemError):
-    """A model directory that is missing files, corrupt, or does not match its config."""
+    """A model directory that is missing files, corrupt, or does not match its config.
+
+    The message names the first problem and how many more there are; ``details`` lists them all.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, details: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
+
+
+class MemoryCorruptError(CtxMemError):
+    """A memory directory whose files are damaged or altered: not a database, a truncated file,
+    a schema version that does not match its tables, a meta value or slot state that cannot be
+    what this code wrote. ``ctxmem-plugin doctor --memory DIR [--repair]`` says more."""
 
     exit_code = 2
 
@@ -63,8 +83,22 @@ class DependencyError(CtxMemError):
     """An optional dependency (faiss, sentence-transformers) is not installed."""
 
 
+class ServerError(CtxMemError):
+    """A memory server could not be reached, did not answer in time, or failed on its side."""
+
+
+class AuthError(CtxMemError):
+    """A memory server refused the request: its bearer token is missing or wrong."""
+
+    exit_code = 2
+
+
 class ConfigError(InputError, ValueError):
     """Settings that are out of range, of the wrong type, unknown, or inconsistent with each other.
 
     A :class:`ValueError` too, as bad arguments to a constructor are in Python.
     """
+
+
+class BackendError(CtxMemError):
+    """The storage backend failed or cannot be reached (a database server down, refused, misnamed)."""

@@ -9,8 +9,9 @@ is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin import safejson
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
-from ctxmem_plugin.errors import InputError, MemoryNotFoundError, ModelMismatchError
+from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
+from ctxmem_plugin.ingesting import ingest_logs
 from ctxmem_plugin.records import (
     Hit,
     IngestReport,
@@ -30,12 +33,15 @@ from ctxmem_plugin.records import (
     Turn,
     to_turn,
 )
+from ctxmem_plugin.remote.transport import is_server_url
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.search import History, conversational_query, history_mode_of, hit_of, run_search, thread_of
+from ctxmem_plugin.storage import is_url, open_store, require_memory
+from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
-from ctxmem_plugin.storage.lock import WriterLock
-from ctxmem_plugin.storage.sqlite import DB_NAME, LongTermStore
+from ctxmem_plugin.storage.opening import meta_number
+from ctxmem_plugin.storage.sqlite import VECTOR_DTYPES
 from ctxmem_plugin.twins import async_twin
 from ctxmem_plugin.writes import reembed_all, write_entries
 
@@ -47,10 +53,12 @@ NamespaceLike = Sequence[str] | str
 
 
 class ContextMemory:
-    """Long-term memory for agents, in one directory.
+    """Long-term memory for agents, in one directory or one PostgreSQL database.
 
     Args:
-        path: the memory directory (created if missing, unless ``read_only``).
+        path: where the memory lives: a directory (the embedded store; created if missing,
+            unless ``read_only``) or ``postgresql://user@host/database`` (the PostgreSQL store,
+            extra ``[postgres]``; its schema is created if missing, unless ``read_only``).
         model: a trained ctxmem model directory (slots + scorer); ``None`` = hybrid retrieval only.
         encoder: the embedding model: a local sentence-transformers directory or an encoder
             object; ``None`` = the encoder the model was trained with (the tuned one it carries,
@@ -59,7 +67,14 @@ class ContextMemory:
         read_only: open for reading only; a missing memory is then an error.
         create: create the memory if it does not exist (with ``False``, a missing one is an error).
         retrieval: hybrid retrieval settings.
-        lock_timeout: seconds to wait for another process writing to this memory.
+        lock_timeout: seconds to wait for another process writing to this memory (a
+            directory admits one writing process; PostgreSQL any number).
+        index: how an embedded memory's dense search is done: exactly up to ``exact_limit``
+            turns under the prefix searched, approximately above
+            (:class:`~ctxmem_plugin.storage.ann.IndexConfig`).
+        vector_dtype: how a new embedded memory stores its vectors: ``"float32"`` (default) or
+            ``"float16"`` (half the bytes, scores within about 1e-3); an existing memory keeps
+            the one it was created with, and naming another is an error.
 
     Example:
         >>> with ContextMemory("memdir") as mem:  # doctest: +SKIP
@@ -78,12 +93,19 @@ class ContextMemory:
         create: bool = True,
         retrieval: RetrievalConfig | None = None,
         lock_timeout: float = 10.0,
+        index: IndexConfig | None = None,
+        vector_dtype: str | None = None,
     ) -> None:
-        self.path = Path(path)
+        if is_server_url(path):
+            raise InputError(
+                f"{path} is a memory server, not a directory: open it with RemoteMemory({str(path)!r}) "
+                "or ctxmem_plugin.open_memory(), which take the same methods"
+            )
+        self.location = str(path)
+        self.path: Path | None = None if is_url(path) else Path(path)  # None for a database
         self.read_only = read_only
         self.device = device
-        if (read_only or not create) and not (self.path / DB_NAME).is_file():
-            raise MemoryNotFoundError(f"no memory at {self.path} (expected {DB_NAME} in it); create one with ingest")
+        require_memory(path, read_only=read_only, create=create)  # before loading any model: fail fast
         # Model and encoder are checked before anything touches the disk: a bad --model or
         # --encoder must not leave an empty memory behind.
         self.reranker: Reranker | None = None
@@ -99,15 +121,21 @@ class ContextMemory:
                 f"the model {model} carries its own encoder {self.reranker.model.config.encoder!r}; "
                 f"it cannot rank with {self.encoder.name!r}: leave the encoder out"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        if vector_dtype is not None and vector_dtype not in VECTOR_DTYPES:
+            raise InputError(f"vector_dtype must be one of {', '.join(VECTOR_DTYPES)}, got {vector_dtype!r}")
+        if self.path is None and (index is not None or vector_dtype not in (None, "float32")):
+            raise InputError("index= and float16 vectors are settings of an embedded memory (a directory); "
+                             "a PostgreSQL memory indexes its float32 vectors with pgvector's HNSW")
+        self._vector_dtype = vector_dtype
         self._guard = threading.RLock()
-        self._lock: WriterLock | None = None
         self._encoder_checked = False
-        if not read_only:
-            self._lock = WriterLock(self.path / "writer.lock", timeout=lock_timeout)
-            self._lock.acquire()
+        self.store: MemoryStore = open_store(
+            path, read_only=read_only, create=create, lock_timeout=lock_timeout, index=index
+        )
         try:
-            self.store: MemoryStore = LongTermStore(self.path, read_only=read_only)
+            recorded = self.store.get_meta("vector_dtype") or "float32"
+            if vector_dtype is not None and self.store.get_meta("encoder") is not None and vector_dtype != recorded:
+                raise InputError(f"{self.location} stores its vectors as {recorded}, not {vector_dtype}")
             if self.reranker is not None:
                 self.reranker.store = self.store
             self.retrieval = retrieval or RetrievalConfig()
@@ -115,7 +143,7 @@ class ContextMemory:
                 # The model's features were computed with its own retrieval settings.
                 self.retrieval = self.reranker.retrieval_config(self.retrieval)
         except BaseException:
-            self._release()
+            self.store.close()
             raise
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -133,21 +161,15 @@ class ContextMemory:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Save the vector index if it changed, close the database, release the writer lock."""
+        """Close the store: release the writer lock (a directory) or the connections (a database)."""
         with self._guard:
             if getattr(self, "store", None) is None:
                 return
             self.store.close()
             self.store = None  # type: ignore[assignment]
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def flush(self) -> None:
-        """Write the vector index to disk now (it is otherwise written on close)."""
+        """Kept for compatibility: every write is in the database when it returns (nothing is kept aside)."""
         with self._guard:
             self.store.flush()
 
@@ -165,15 +187,16 @@ class ContextMemory:
         """
         if self._encoder_checked:
             return
-        name, dim = self.store.get_meta("encoder"), self.store.get_meta("dim")
+        name, dim = self.store.get_meta("encoder"), meta_number(self.store, "dim")
         if name is None:
             if not self.read_only:
                 with self.store.transaction():
                     self.store.set_meta("encoder", self.encoder.name)
                     self.store.set_meta("dim", str(self.encoder.dim))
-        elif name != self.encoder.name or int(dim or 0) != self.encoder.dim:
+                    self.store.set_meta("vector_dtype", self._vector_dtype or "float32")
+        elif name != self.encoder.name or (dim or 0) != self.encoder.dim:
             raise ModelMismatchError(
-                f"{self.path} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
+                f"{self.store.location} was built with encoder {name!r} ({dim}-d), not {self.encoder.name!r} "
                 f"({self.encoder.dim}-d); open it with the same encoder, or re-encode it with this one "
                 "(ctxmem-plugin reembed, ContextMemory.reembed())"
             )
@@ -182,8 +205,8 @@ class ContextMemory:
     @property
     def dim(self) -> int:
         """Width of the stored vectors: as recorded in the memory, else the encoder's."""
-        recorded = self.store.get_meta("dim")
-        return int(recorded) if recorded else self.encoder.dim
+        recorded = meta_number(self.store, "dim")
+        return recorded if recorded else self.encoder.dim
 
     @property
     def retriever(self) -> HybridRetriever:
@@ -211,7 +234,7 @@ class ContextMemory:
         with self._guard:
             return write_entries(
                 self.store, self.encoder, self.dim, entries, dedupe=dedupe, progress=progress,
-                on_rows=self.reranker.update if self.reranker is not None else None, before_encoding=self._require_encoder,
+                on_rows=self.reranker.update_many if self.reranker is not None else None, before_encoding=self._require_encoder,
             )
 
     def add(self, messages: Message | Iterable[Message], namespace: NamespaceLike, *, dedupe: bool = False) -> list[int]:
@@ -249,30 +272,23 @@ class ContextMemory:
             split_conversations: each conversation in ``namespace/<conversation id>``.
             progress: called with a count of turns as they are encoded (or found present).
         """
-        report = IngestReport()
-        start = time.perf_counter()
-        base = ns.validate(namespace)
-        for log in logs:
-            report.invalid += [str(e) for e in log.skipped]
-            entries = [st.entry((*base, st.conversation) if split_conversations else base) for st in log.turns]
-            ids = self.write(entries, progress=progress)
-            added = sum(1 for i in ids if i >= 0)
-            report.added += added
-            report.duplicates += len(ids) - added
-        report.seconds = time.perf_counter() - start
-        return report
+        return ingest_logs(self.write, logs, namespace, split_conversations=split_conversations, progress=progress)
 
     def delete(self, ids: Sequence[int]) -> list[int]:
         """Delete turns by id; returns the ids that existed."""
         self._writable()
+        ids = _ids(ids)
         with self._guard, self.store.transaction():
-            return self.store.delete(list(ids))
+            return self.store.delete(ids)
 
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
-        Deleted content is overwritten in the database file, the WAL is truncated and the
-        vector index is saved without it, so nothing of it is left on disk. Returns the count.
+        In a directory, deleted content is overwritten in the database file, the full-text
+        indexes are merged and the WAL is truncated, so nothing of it is left on disk. In
+        PostgreSQL the rows are deleted (no query can see them once this returns) and the
+        tables are vacuumed; the freed bytes stay on disk until reused (``docs/deployment.md``
+        says how to erase them). Returns the count.
         """
         self._writable()
         space = ns.validate(namespace)
@@ -288,7 +304,8 @@ class ContextMemory:
         For a memory built before a model with its own tuned encoder was trained: open it with
         that model (or the new encoder) and re-encode it once. All in one transaction, so a
         crash leaves the old vectors and encoder in place. Slot states are dropped (they are
-        rebuilt from the new vectors on first use) and the vector index is rebuilt.
+        rebuilt from the new vectors on first use) and the approximate index's cells are trained
+        again from the new vectors before it commits (when the memory is large enough to have them).
 
         Args:
             batch: turns encoded per step.
@@ -311,11 +328,14 @@ class ContextMemory:
 
     def get(self, ids: Sequence[int]) -> list[StoredTurn]:
         """Turns by id (unknown ids are left out)."""
+        ids = _ids(ids)
         with self._guard:
-            return self.store.get(list(ids))
+            return self.store.get(ids)
 
     def get_by_key(self, namespace: NamespaceLike, key: str) -> StoredTurn | None:
         """The turn stored under ``key`` in exactly ``namespace``, if any."""
+        if not isinstance(key, str) or not safejson.is_unicode(key):
+            raise InputError(f"key must be a string of valid Unicode text, got {safejson.show(key)}")
         with self._guard:
             return self.store.get_by_key(ns.validate(namespace), key)
 
@@ -329,6 +349,11 @@ class ContextMemory:
         order: str = "id",
     ) -> list[StoredTurn]:
         """Turns under a namespace prefix, without a query (``order``: ``id`` or ``-updated_at``)."""
+        if limit is not None:
+            _count("limit", limit)
+        _count("offset", offset)
+        if order not in ("id", "-updated_at"):
+            raise InputError(f"order must be 'id' or '-updated_at', got {safejson.show(order)}")
         with self._guard:
             return self.store.select(ns.validate(namespace, allow_empty=True), filters, limit=limit, offset=offset, order=order)
 
@@ -384,10 +409,9 @@ class ContextMemory:
                 ``ctxmem``). ``auto`` is ``concat``, the best on held-out threads
                 (docs/benchmarks.md).
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InputError("query must be a non-empty string")
-        if k < 0 or offset < 0:
-            raise InputError("k and offset must be >= 0")
+        _query(query)
+        _count("k", k)
+        _count("offset", offset)
         space = ns.validate(namespace, allow_empty=True)
         if method == "auto":
             method = "ctxmem" if self.reranker is not None else "hybrid"
@@ -431,8 +455,7 @@ class ContextMemory:
         Raises:
             InputError: ``k < 0``, a vector that is not finite, or not of the encoder's width.
         """
-        if k < 0:
-            raise InputError("k must be >= 0")
+        _count("k", k)
         q = np.asarray(vector, dtype=np.float32).reshape(-1)  # (d,)
         if not np.isfinite(q).all():
             raise InputError("the query vector holds NaN or infinite values")
@@ -453,6 +476,7 @@ class ContextMemory:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored embeddings of turns by id, ``(dim,)`` float32 each; unknown ids are left out."""
+        ids = _ids(ids)
         with self._guard:
             by_id = self.store.vector_map(ids)
         return {int(i): by_id[int(i)].copy() for i in ids if int(i) in by_id}  # writable, in the order asked
@@ -477,32 +501,45 @@ class ContextMemory:
         fit in ``max_tokens`` (estimated as characters / 4), then shown in the order they were
         said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
         """
+        _count("max_tokens", max_tokens)
         return render_hits(self.search(query, namespace, k=k, history=history), max_tokens)
 
     def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
         """Which slots the query attends to, and which turns each of those slots holds most of."""
         if self.reranker is None:
             raise InputError("explain needs a trained model: ContextMemory(path, model=DIR)")
+        _query(query)
+        _count("top_turns", top_turns)
         space = ns.validate(namespace)
         with self._guard:
             self._require_encoder()
             return self.reranker.explain(self.encoder.encode_query(query), space, self.store, top_turns=top_turns)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and sizes: turns per namespace, files on disk, encoder, model."""
+        """Counts and sizes: turns per namespace, bytes used (files or tables), bytes per turn on disk and in RAM, encoder, model.
+
+        ``ram_bytes`` is this process's resident memory now (what it has searched and loaded
+        included); ``ram_bytes_per_turn`` divides it by the turns stored.
+        """
         with self._guard:
             spaces = self.store.namespaces(())
-            files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
+            files = self.store.sizes()
+            turns = sum(c for _, c in spaces)
+            ram = resident_bytes()
             return {
-                "path": str(self.path),
-                "turns": sum(c for _, c in spaces),
+                "path": self.store.location,
+                "turns": turns,
                 "namespaces": {ns.format_namespace(s): c for s, c in spaces},
                 "encoder": self.store.get_meta("encoder"),
-                "dim": int(self.store.get_meta("dim") or 0),
+                "dim": meta_number(self.store, "dim") or 0,
+                "vector_dtype": self.store.get_meta("vector_dtype") or "float32",
                 "schema_version": self.store.schema_version,
                 "model": None if self.reranker is None else self.reranker.describe(),
                 "files": files,
                 "bytes": sum(files.values()),
+                "bytes_per_turn": round(sum(files.values()) / turns, 1) if turns else None,
+                "ram_bytes": ram,
+                "ram_bytes_per_turn": round(ram / turns, 1) if turns and ram else None,
             }
 
     awrite = async_twin(write)
@@ -520,3 +557,43 @@ class ContextMemory:
     acontext = async_twin(context)
     aexplain = async_twin(explain)
     astats = async_twin(stats)
+
+
+def _count(name: str, value: Any) -> int:
+    """``value`` if it is an integer >= 0 (a count, a k, an offset), else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {safejson.show(value)}")
+    return int(value)
+
+
+def _query(query: Any) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InputError("query must be a non-empty string")
+    if not safejson.is_unicode(query):
+        raise InputError("query is not valid Unicode text (a lone surrogate)")
+
+
+def _ids(ids: Any) -> list[int]:
+    """Turn ids as a list of ints, or an :class:`InputError` (a string, a float, an id beyond 64 bits)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InputError(f"ids must be a sequence of integers, got {type(ids).__name__}")
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not safejson.INT64[0] <= i <= safejson.INT64[1]:
+            raise InputError(f"ids must be 64-bit integers, got {safejson.show(i)}")
+        out.append(int(i))
+    return out
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory in bytes (Linux ``/proc``; else the peak, where known)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        try:
+            import resource
+        except ImportError:
+            return None
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -4,6 +4,10 @@ A namespace is stored as its labels joined by ``/`` plus a trailing ``/`` (``"us
 Because no label may contain ``/``, every namespace under a prefix ``P`` sorts inside the
 half-open range ``[P + "/", P + "0")`` (``"0"`` is the character after ``"/"``), so a prefix
 search is an exact, index-friendly SQL range instead of a ``LIKE`` that could be fooled.
+The root (everything) ends at :data:`ROOT_HIGH`, which sorts after every key a label of at most
+:data:`MAX_LABEL_LENGTH` characters can start: no label, whatever its characters, falls outside.
+Code-point order is the order SQLite compares the keys in (UTF-8 bytes), as labels must be valid
+Unicode text (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxmem_plugin.errors import NamespaceError
+from ctxmem_plugin.safejson import is_unicode
 
 Namespace = tuple[str, ...]
 
 SEPARATOR = "/"
 MAX_LABEL_LENGTH = 256
+
+ROOT_HIGH = chr(0x10FFFF) * (MAX_LABEL_LENGTH + 1)
+"""Upper bound of the root range. A key's first label is at most ``MAX_LABEL_LENGTH`` characters,
+each at most U+10FFFF, followed by ``/`` (below U+10FFFF): every key sorts before this."""
 
 
 def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Namespace:
@@ -34,9 +43,12 @@ def validate(namespace: Sequence[str] | str, *, allow_empty: bool = False) -> Na
         raise NamespaceError(f"a namespace is a tuple of labels or 'a/b' text, got {type(namespace).__name__}")
     if not labels and not allow_empty:
         raise NamespaceError("namespace must have at least one label, e.g. ('user-42',)")
-    for label in labels:
+    for label in labels:  # all types first: the messages below join the labels
         if not isinstance(label, str):
             raise NamespaceError(f"namespace labels must be strings, got {type(label).__name__}")
+    for label in labels:
+        if not is_unicode(label):  # first: the messages below show labels as they are
+            raise NamespaceError(f"namespace label {label!r} is not valid Unicode text (a lone surrogate)")
         if not label or not label.strip():
             raise NamespaceError(f"namespace '{SEPARATOR.join(labels)}' has an empty label")
         if SEPARATOR in label:
@@ -62,7 +74,7 @@ def prefix_range(prefix: Namespace) -> tuple[str, str]:
     """The half-open key range ``[low, high)`` holding every namespace under ``prefix``."""
     low = to_key(prefix)
     if not low:
-        return "", "\U0010ffff"
+        return "", ROOT_HIGH
     return low, low[:-1] + chr(ord(SEPARATOR) + 1)
 
 

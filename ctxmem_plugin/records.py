@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ctxmem_plugin import safejson
 from ctxmem_plugin.errors import InputError
 from ctxmem_plugin.namespaces import Namespace
 
@@ -55,7 +57,15 @@ def parse_timestamp(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat()
+        try:
+            seconds = float(value)
+            if not math.isfinite(seconds):
+                raise OverflowError
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(
+                f"timestamp {safejson.show(value)} is out of range; expected epoch seconds of a date in years 1 to 9999"
+            ) from None
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -68,7 +78,7 @@ def parse_timestamp(value: Any) -> str | None:
             except ValueError:
                 continue
     raise ValueError(
-        f"timestamp {value!r} is not ISO-8601, epoch seconds, or like '1:56 pm on 8 May, 2023'"
+        f"timestamp {safejson.show(value)} is not ISO-8601, epoch seconds, or like '1:56 pm on 8 May, 2023'"
     )
 
 
@@ -80,7 +90,9 @@ class Turn(BaseModel):
         content: the text of the message.
         speaker: the name of who spoke (defaults to the role); it is indexed with the text.
         timestamp: event time (when it was said), ISO-8601; ``None`` when unknown.
-        metadata: JSON-serialisable extra fields; filterable in :meth:`ContextMemory.search`.
+        metadata: JSON extra fields, filterable in :meth:`ContextMemory.search`: nested at most
+            :data:`~ctxmem_plugin.safejson.MAX_DEPTH` levels, integers within 64 bits, finite
+            numbers, valid Unicode text.
         key: optional caller-chosen identifier, unique within a namespace; adding a turn with an
             existing key replaces the old one (upsert).
     """
@@ -99,13 +111,20 @@ class Turn(BaseModel):
     def _role(cls, value: Any) -> str:
         if isinstance(value, str) and value.strip().lower() in ROLE_ALIASES:
             return ROLE_ALIASES[value.strip().lower()]
-        raise ValueError(f"unknown role {value!r}; expected one of user, assistant, system, tool")
+        raise ValueError(f"unknown role {safejson.show(value)}; expected one of user, assistant, system, tool")
 
     @field_validator("content")
     @classmethod
     def _content(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("content is empty")
+        return value
+
+    @field_validator("content", "speaker", "key")
+    @classmethod
+    def _unicode(cls, value: str | None) -> str | None:
+        if value is not None and not safejson.is_unicode(value):
+            raise ValueError("not valid Unicode text (a lone surrogate)")
         return value
 
     @field_validator("timestamp", mode="before")
@@ -116,10 +135,9 @@ class Turn(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from exc
+        found = safejson.problem(value)
+        if found is not None:
+            raise ValueError(f"not storable as JSON: {found}")
         return value
 
     @property

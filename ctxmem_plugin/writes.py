@@ -25,8 +25,8 @@ ENCODE_CHUNK = 256
 Progress = Callable[[int], None]
 """Called with a count of turns as they are done."""
 
-OnRows = Callable[[ns.Namespace, np.ndarray, np.ndarray], None]
-"""``(namespace, new ids, their vectors (n, d))`` for each run inserted, inside the transaction."""
+OnRows = Callable[[list[tuple[ns.Namespace, np.ndarray, np.ndarray]]], None]
+"""Told ``[(namespace, new ids, their vectors (n, d))]``, one per namespace written, inside the transaction."""
 
 
 def write_entries(
@@ -50,7 +50,8 @@ def write_entries(
         dedupe: skip a turn whose content and position are already stored in its namespace (or
             earlier in ``entries``).
         progress: called as turns are encoded (``ENCODE_CHUNK`` at a time) or found present.
-        on_rows: told of every run of rows inserted, inside the transaction (slot updates).
+        on_rows: told of the rows inserted, grouped by namespace, inside the transaction (slot
+            updates, batched across the namespaces).
         before_encoding: called once when something is to be written, before any encoding (a
             check that the encoder is the memory's).
     """
@@ -75,22 +76,34 @@ def write_entries(
     if before_encoding is not None:
         before_encoding()
     vectors = _vectors_of(encoder, dim, entries, todo, progress)
-    # Runs of consecutive turns of one namespace, in input order: ids follow the input.
-    runs: list[tuple[ns.Namespace, list[int]]] = []
-    for j in todo:
-        if not runs or runs[-1][0] != spaces[j]:
-            runs.append((spaces[j], []))
-        runs[-1][1].append(j)
+    rows = {j: (spaces[j], NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vectors[j])) for j in todo}
     with store.transaction():
-        for space, run in runs:
-            vecs = np.stack([vectors[j] for j in run])  # (n, d)
-            rows = [NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vecs[i]) for i, j in enumerate(run)]
-            ids, _ = store.insert(space, rows)
-            if on_rows is not None:
-                on_rows(space, np.asarray(ids, dtype=np.int64), vecs)
-            for j, turn_id in zip(run, ids):
-                out[j] = turn_id
+        namespaces = list(dict.fromkeys(spaces[j] for j in todo))
+        store.lock_namespaces(namespaces)
+        if dedupe:  # a store shared by many processes: another may have stored some since the check
+            todo = _still_new(store, todo, spaces, hashes)
+        ids, _ = store.insert_many([rows[j] for j in todo])  # one batch whatever the namespaces; ids follow the input
+        for j, turn_id in zip(todo, ids):
+            out[j] = turn_id
+        if on_rows is not None and todo:
+            groups: dict[ns.Namespace, list[int]] = {}
+            for j in todo:
+                groups.setdefault(spaces[j], []).append(j)
+            on_rows([(space, np.asarray([out[j] for j in mine], dtype=np.int64), np.stack([vectors[j] for j in mine]))
+                     for space, mine in groups.items()])
     return out
+
+
+def _still_new(store: MemoryStore, todo: list[int], spaces: Sequence[ns.Namespace], hashes: Sequence[str]) -> list[int]:
+    """``todo`` without the turns found stored now, under the write's namespace locks."""
+    groups: dict[ns.Namespace, list[int]] = {}
+    for j in todo:
+        groups.setdefault(spaces[j], []).append(j)
+    present: set[int] = set()
+    for space, mine in groups.items():
+        stored = store.existing_hashes(space, [hashes[j] for j in mine])
+        present.update(j for j in mine if hashes[j] in stored)
+    return [j for j in todo if j not in present]
 
 
 def _vectors_of(

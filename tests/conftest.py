@@ -31,3 +31,61 @@ def locomo_dev() -> Path:
     if not LOCOMO_DEV.is_file():
         pytest.skip(f"LoCoMo dev file not found at {LOCOMO_DEV}")
     return LOCOMO_DEV
+
+
+# -- backends: every store test runs against the embedded store and a real PostgreSQL --------
+
+BACKENDS = ["embedded", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def local_postgres():
+    """One PostgreSQL server (with pgvector) for the whole session, on a Unix socket in a temp dir."""
+    from ctxmem_plugin.errors import BackendError, DependencyError
+    from ctxmem_plugin.storage.pg_server import LocalPostgres
+
+    import shutil
+    import tempfile
+
+    # Not under pytest's base temp: a later pytest session on this machine prunes old ones,
+    # and would delete the data directory of a server still running.
+    home = Path(tempfile.mkdtemp(prefix="ctxmem-pg-"))
+    try:
+        server = LocalPostgres(home / "data", durable=False)
+    except (DependencyError, BackendError) as exc:
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server could start here: {exc}")
+    yield server
+    server.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def new_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """``new_location(name)``: the location of a memory of this test (a directory, or a fresh database).
+
+    The same name gives the same location, so a test can close and reopen a memory.
+    """
+    made: dict[str, str | Path] = {}
+    server = request.getfixturevalue("local_postgres") if backend == "postgres" else None
+
+    def make(name: str = "mem") -> str | Path:
+        if name not in made:
+            made[name] = tmp_path / name if server is None else server.create_database()
+        return made[name]
+
+    yield make
+    if server is not None:
+        for url in made.values():
+            server.drop_database(str(url))
+
+
+@pytest.fixture
+def location(new_location):
+    """The location of this test's memory."""
+    return new_location("mem")

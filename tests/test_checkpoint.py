@@ -68,9 +68,14 @@ def _edit_config(directory: Path, edit: Callable[[dict[str, Any]], object]) -> N
 
 
 def _problems(directory: Path) -> str:
+    """Every problem found, one per line; the error itself is one line naming the first."""
     with pytest.raises(CheckpointError) as info:
         load_model(directory)
-    return str(info.value)
+    details = info.value.details
+    assert "\n" not in str(info.value) and details and details[0] in str(info.value)
+    more = f" (and {len(details) - 1} more problem(s)" if len(details) > 1 else ""
+    assert more in str(info.value)
+    return "\n".join([*details, f"{len(details)} problem(s)"])
 
 
 def test_save_load_round_trip(model: CtxMemModel, saved: Path) -> None:

@@ -263,18 +263,22 @@ def test_stats_json_counts_per_namespace(tmp_path: Path, encoder: CountingEncode
     assert info["namespaces"] == {"a": 3, "a/x": 2, "b": 5} and info["turns"] == 10
     assert (info["encoder"], info["dim"]) == (encoder.name, encoder.dim)
     assert info["files"]["memory.sqlite3"] > 0 and info["bytes"] >= sum(info["files"].values())
+    assert info["bytes_per_turn"] == round(info["bytes"] / 10, 1) and info["ram_bytes_per_turn"] > 0
     text = cli("stats", "--memory", tmp_path).stdout.splitlines()
-    assert text[0].startswith(f"{tmp_path}: 10 turns") and text[1:] == ["  a: 3", "  a/x: 2", "  b: 5"]
+    assert text[0].startswith(f"{tmp_path}: 10 turns") and text[2:] == ["  a: 3", "  a/x: 2", "  b: 5"]
+    assert text[1].startswith("per turn: ") and "B on disk" in text[1]
 
 
 def test_upgrade_brings_an_older_memory_to_the_current_schema(tmp_path: Path, encoder: CountingEncoder) -> None:
     cli("ingest", EXAMPLES, "--memory", tmp_path, "--namespace", "demo")
     before = cli_json("query", "Maya dog", "--memory", tmp_path, "--namespace", "demo", "--method", "bm25", "--json")
-    # Undo migration 002: the memory as ctxmem-plugin wrote it before per-namespace BM25.
+    # Undo migrations 003 and 002: the memory as ctxmem-plugin wrote it before per-namespace BM25.
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "memory.sqlite3", isolation_level=None)
-    for statement in ("DROP TRIGGER turns_stats_ai", "DROP TRIGGER turns_stats_ad", "DROP TRIGGER turns_stats_au",
+    for statement in ("DROP TABLE turns_nsfts_instance", "DROP TABLE turns_nsfts", "DROP TRIGGER turns_ann_ad",
+                      "DROP TABLE ann_cells", "DROP TABLE ann_centroids",
+                      "DROP TRIGGER turns_stats_ai", "DROP TRIGGER turns_stats_ad", "DROP TRIGGER turns_stats_au",
                       "DROP TABLE namespace_stats", "DROP TABLE turns_fts_instance",
                       "ALTER TABLE turns DROP COLUMN n_tokens", "PRAGMA user_version = 1"):
         db.execute(statement)
@@ -282,7 +286,7 @@ def test_upgrade_brings_an_older_memory_to_the_current_schema(tmp_path: Path, en
     result = cli("stats", "--memory", tmp_path, code=1)
     assert "schema version 1 predates" in result.output and "ctxmem-plugin upgrade --memory DIR" in result.output
     assert len(result.output.strip().splitlines()) == 1
-    assert cli("upgrade", "--memory", tmp_path).stdout.strip() == f"{tmp_path}: storage schema version 2, current"
+    assert cli("upgrade", "--memory", tmp_path).stdout.strip() == f"{tmp_path}: storage schema version 3, current"
     after = cli_json("query", "Maya dog", "--memory", tmp_path, "--namespace", "demo", "--method", "bm25", "--json")
     assert after == before and before  # the migrated lengths and counters score as the new ones did
     cli("upgrade", "--memory", tmp_path / "missing", code=2)

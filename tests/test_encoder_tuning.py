@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from ctxmem_plugin.reranker.checkpoint import load_model
 from ctxmem_plugin.encoders import DEFAULT_MODEL, SentenceEncoder, default_model_path
@@ -185,14 +187,14 @@ def _fake_encoder_dir(root: Path) -> tuple[Path, str]:
     enc = root / "encoder"
     enc.mkdir(parents=True)
     (enc / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]))
-    (enc / "model.safetensors").write_bytes(b"weights")
+    save_file({"w": torch.zeros(2)}, enc / "model.safetensors")
     return enc, tuned_name("base", enc)
 
 
 def test_encoder_dir_problems_name_each_defect(tmp_path: Path) -> None:
     enc, name = _fake_encoder_dir(tmp_path)
     assert encoder_dir_problems(enc, name) == []
-    (enc / "model.safetensors").write_bytes(b"other weights")
+    save_file({"w": torch.ones(2)}, enc / "model.safetensors")
     (enc / "pytorch_model.bin").write_bytes(b"pickle")
     (enc / "modules.json").write_text(json.dumps([{"type": "evil.module.Loader"}]))
     problems = encoder_dir_problems(enc, name)
@@ -211,9 +213,13 @@ def test_a_model_that_carries_an_encoder_is_checked_on_load(tmp_path: Path) -> N
     model = build_model(8, name, replace(TrainConfig(), hidden=4), encoder_dir="encoder")
     save_model(model, tmp_path / "model")
     assert load_model(tmp_path / "model").config.encoder_dir == "encoder"
-    (enc / "model.safetensors").write_bytes(b"corrupted")
+    save_file({"w": torch.ones(2)}, enc / "model.safetensors")  # other weights under the same name
     with pytest.raises(CheckpointError, match="encoder/model.safetensors does not match the fingerprint"):
         load_model(tmp_path / "model")
+    (enc / "model.safetensors").write_bytes(b"corrupted")
+    with pytest.raises(CheckpointError, match="encoder/model.safetensors: model.safetensors is not a valid safetensors file") as info:
+        load_model(tmp_path / "model")
+    assert any("does not match the fingerprint" in p for p in info.value.details)
     shutil.rmtree(enc)
     with pytest.raises(CheckpointError, match="missing encoder directory encoder/"):
         load_model(tmp_path / "model")

@@ -1,19 +1,28 @@
-"""The Python API of ContextMemory: add/ingest contracts, context() budgets, async twins."""
+"""The Python API of ContextMemory: add/ingest contracts, context() budgets, async twins.
+
+The tests taking ``mem`` or ``make_memory`` run three times: on a ContextMemory in a directory
+and in a PostgreSQL database, and through a memory server (a real server process) with its
+client, RemoteMemory.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from pathlib import Path
 
 import pytest
 
+from ctxmem_plugin.api import MemoryAPI
 from ctxmem_plugin.errors import InputError, MemoryNotFoundError
 from ctxmem_plugin.formats import read_paths
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.retrieval.context import format_hit
 from ctxmem_plugin.records import Turn
+from ctxmem_plugin.remote import RemoteMemory
+from ctxmem_plugin.server.testing import ServerProcess
 
 from helpers import REPO, HashEncoder
 
@@ -21,10 +30,30 @@ EXAMPLES = REPO / "examples" / "chat_logs"
 WORDS = "dog cat paris guitar pottery lisbon tea coffee running chess garden bakery violin river".split()
 
 
+@pytest.fixture(params=["embedded", "postgres", "remote"])
+def make_memory(request: pytest.FixtureRequest, tmp_path: Path, hash_encoder: HashEncoder):
+    """Opens fresh memories: in this process (a directory, a PostgreSQL database), or each behind its own server process."""
+    databases: list[str] = []
+    server_db = request.getfixturevalue("local_postgres") if request.param == "postgres" else None
+    with contextlib.ExitStack() as stack:
+
+        def make(name: str) -> MemoryAPI:
+            if request.param == "embedded":
+                return stack.enter_context(ContextMemory(tmp_path / name, encoder=hash_encoder))
+            if server_db is not None:
+                databases.append(server_db.create_database())
+                return stack.enter_context(ContextMemory(databases[-1], encoder=hash_encoder))
+            server = stack.enter_context(ServerProcess(tmp_path / name, encoder="hash"))
+            return stack.enter_context(RemoteMemory(server.url))
+
+        yield make
+    for url in databases:
+        server_db.drop_database(url)
+
+
 @pytest.fixture
-def mem(tmp_path: Path, hash_encoder: HashEncoder):
-    with ContextMemory(tmp_path / "mem", encoder=hash_encoder) as memory:
-        yield memory
+def mem(make_memory):
+    return make_memory("mem")
 
 
 def sentences(rng: random.Random, n: int) -> list[dict]:
@@ -40,7 +69,7 @@ def cost(line: str) -> int:
 # -- add and ingest ---------------------------------------------------------------------------
 
 
-def test_add_returns_ids_in_order_and_accepts_one_message(mem: ContextMemory) -> None:
+def test_add_returns_ids_in_order_and_accepts_one_message(mem: MemoryAPI) -> None:
     ids = mem.add([{"content": "first"}, Turn(content="second", role="assistant"), {"content": "third", "name": "Cy"}],
                   ("u",))
     assert ids == sorted(ids) and len(set(ids)) == 3
@@ -50,7 +79,7 @@ def test_add_returns_ids_in_order_and_accepts_one_message(mem: ContextMemory) ->
     assert mem.get([one])[0].namespace == ("u",)
 
 
-def test_dedupe_skips_messages_already_in_the_namespace(mem: ContextMemory) -> None:
+def test_dedupe_skips_messages_already_in_the_namespace(mem: MemoryAPI) -> None:
     first = mem.add([{"content": "tea"}, {"content": "coffee"}], ("u",), dedupe=True)
     again = mem.add([{"content": "tea"}, {"content": "chess"}, {"content": "chess"}], ("u",), dedupe=True)
     assert again[0] == -1 and again[1] > max(first) and again[2] == -1
@@ -58,7 +87,7 @@ def test_dedupe_skips_messages_already_in_the_namespace(mem: ContextMemory) -> N
     assert mem.namespaces() == [(("u",), 3), (("v",), 1)]
 
 
-def test_invalid_message_names_its_index_and_writes_nothing(mem: ContextMemory) -> None:
+def test_invalid_message_names_its_index_and_writes_nothing(mem: MemoryAPI) -> None:
     with pytest.raises(InputError, match=r"^message 1: role: .*unknown role 'wizard'"):
         mem.add([{"content": "ok"}, {"role": "wizard", "content": "x"}], ("u",))
     with pytest.raises(InputError, match=r"^message 0: content"):
@@ -66,7 +95,7 @@ def test_invalid_message_names_its_index_and_writes_nothing(mem: ContextMemory) 
     assert mem.namespaces() == []
 
 
-def test_ingest_report_and_idempotency(mem: ContextMemory) -> None:
+def test_ingest_report_and_idempotency(mem: MemoryAPI) -> None:
     logs = read_paths([EXAMPLES])
     total = sum(len(log.turns) for log in logs)
     seen: list[int] = []
@@ -79,7 +108,7 @@ def test_ingest_report_and_idempotency(mem: ContextMemory) -> None:
     assert mem.stats()["turns"] == total
 
 
-def test_repeated_messages_in_one_log_are_all_kept(tmp_path: Path, mem: ContextMemory) -> None:
+def test_repeated_messages_in_one_log_are_all_kept(tmp_path: Path, mem: MemoryAPI) -> None:
     path = tmp_path / "chat.txt"
     path.write_text("Ana: ok\nBo: ok\nAna: ok\nAna: ok\n", encoding="utf-8")
     logs = read_paths([path])
@@ -87,7 +116,7 @@ def test_repeated_messages_in_one_log_are_all_kept(tmp_path: Path, mem: ContextM
     assert mem.ingest(logs, ("u",)).added == 0
 
 
-def test_list_orders_and_pages(mem: ContextMemory) -> None:
+def test_list_orders_and_pages(mem: MemoryAPI) -> None:
     ids = mem.add([{"content": f"note {i}", "metadata": {"n": i}} for i in range(10)], ("u", "s"))
     assert [t.id for t in mem.list_turns(("u",))] == ids
     assert [t.id for t in mem.list_turns(("u",), limit=3, offset=2)] == ids[2:5]
@@ -95,19 +124,20 @@ def test_list_orders_and_pages(mem: ContextMemory) -> None:
     assert mem.list_turns(("u", "other")) == []
 
 
-def test_read_only_and_missing_memories(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+def test_read_only_and_missing_memories(new_location, hash_encoder: HashEncoder) -> None:
     with pytest.raises(MemoryNotFoundError):
-        ContextMemory(tmp_path / "missing", encoder=hash_encoder, read_only=True)
-    assert not (tmp_path / "missing").exists()
-    with ContextMemory(tmp_path / "m", encoder=hash_encoder) as memory:
+        ContextMemory(new_location("missing"), encoder=hash_encoder, read_only=True)
+    if isinstance(new_location("missing"), Path):
+        assert not new_location("missing").exists()
+    with ContextMemory(new_location("m"), encoder=hash_encoder) as memory:
         memory.add({"content": "hello"}, ("u",))
-    with ContextMemory(tmp_path / "m", encoder=hash_encoder, read_only=True) as memory:
+    with ContextMemory(new_location("m"), encoder=hash_encoder, read_only=True) as memory:
         with pytest.raises(InputError, match="read-only"):
             memory.add({"content": "more"}, ("u",))
         assert [h.text for h in memory.search("hello", ("u",))] == ["hello"]
 
 
-def test_search_rejects_bad_arguments(mem: ContextMemory) -> None:
+def test_search_rejects_bad_arguments(mem: MemoryAPI) -> None:
     mem.add({"content": "hello"}, ("u",))
     for call, message in [(lambda: mem.search("  ", ("u",)), "non-empty"),
                           (lambda: mem.search("hi", ("u",), method="magic"), "unknown method 'magic'"),
@@ -117,7 +147,7 @@ def test_search_rejects_bad_arguments(mem: ContextMemory) -> None:
             call()
 
 
-def test_search_pages_with_offset(mem: ContextMemory) -> None:
+def test_search_pages_with_offset(mem: MemoryAPI) -> None:
     mem.add(sentences(random.Random(3), 40), ("u",))
     full = [h.id for h in mem.search("tea garden", ("u",), k=12)]
     assert [h.id for h in mem.search("tea garden", ("u",), k=4, offset=8)] == full[8:12]
@@ -143,7 +173,7 @@ def test_context_respects_max_tokens(mem: ContextMemory, seed: int) -> None:
     assert set(mem.context(query, ("u",), max_tokens=10_000).split("\n")) == set(hits)
 
 
-def test_context_shows_speaker_and_time(mem: ContextMemory) -> None:
+def test_context_shows_speaker_and_time(mem: MemoryAPI) -> None:
     mem.add({"speaker": "Maya", "content": "Her name is Pretzel.", "timestamp": "2024-03-02T09:17:00"}, ("u",))
     assert mem.context("Pretzel", ("u",)) == "[2024-03-02 09:17] Maya: Her name is Pretzel."
 
@@ -151,47 +181,47 @@ def test_context_shows_speaker_and_time(mem: ContextMemory) -> None:
 # -- async twins --------------------------------------------------------------------------------
 
 
-async def test_async_twins_return_what_the_sync_methods_return(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+async def test_async_twins_return_what_the_sync_methods_return(make_memory) -> None:
     messages = sentences(random.Random(7), 30)
-    with ContextMemory(tmp_path / "sync", encoder=hash_encoder) as sync_mem, \
-            ContextMemory(tmp_path / "async", encoder=hash_encoder) as async_mem:
-        sync_ids = sync_mem.add(messages, ("u",))
-        async_ids = await async_mem.aadd(messages, ("u",))
-        assert async_ids == sync_ids  # two fresh memories number the same turns the same way
-        strip = lambda turns: [(t.id, t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata) for t in turns]
-        assert strip(await async_mem.alist_turns(("u",))) == strip(sync_mem.list_turns(("u",)))
-        assert strip(await async_mem.aget(sync_ids[:5])) == strip(sync_mem.get(sync_ids[:5]))
-        for query in ["tea garden", "chess river violin", "paris"]:
-            assert await async_mem.asearch(query, ("u",), k=7) == sync_mem.search(query, ("u",), k=7)
-            assert await async_mem.acontext(query, ("u",), max_tokens=60) == sync_mem.context(query, ("u",), max_tokens=60)
-            assert await sync_mem.asearch(query, ("u",), k=7) == sync_mem.search(query, ("u",), k=7)
-        assert await async_mem.anamespaces() == sync_mem.namespaces()
-        assert (await async_mem.astats())["namespaces"] == sync_mem.stats()["namespaces"]
-        assert await async_mem.adelete(sync_ids[:2]) == sync_mem.delete(sync_ids[:2])
-        assert await async_mem.aforget(("u",)) == sync_mem.forget(("u",)) == 28
+    sync_mem, async_mem = make_memory("sync"), make_memory("async")
+    sync_ids = sync_mem.add(messages, ("u",))
+    async_ids = await async_mem.aadd(messages, ("u",))
+    assert async_ids == sync_ids  # two fresh memories number the same turns the same way
+    strip = lambda turns: [(t.id, t.namespace, t.role, t.speaker, t.content, t.timestamp, t.metadata) for t in turns]
+    assert strip(await async_mem.alist_turns(("u",))) == strip(sync_mem.list_turns(("u",)))
+    assert strip(await async_mem.aget(sync_ids[:5])) == strip(sync_mem.get(sync_ids[:5]))
+    for query in ["tea garden", "chess river violin", "paris"]:
+        assert await async_mem.asearch(query, ("u",), k=7) == sync_mem.search(query, ("u",), k=7)
+        assert await async_mem.acontext(query, ("u",), max_tokens=60) == sync_mem.context(query, ("u",), max_tokens=60)
+        assert await sync_mem.asearch(query, ("u",), k=7) == sync_mem.search(query, ("u",), k=7)
+    assert await async_mem.anamespaces() == sync_mem.namespaces()
+    assert (await async_mem.astats())["namespaces"] == sync_mem.stats()["namespaces"]
+    assert await async_mem.adelete(sync_ids[:2]) == sync_mem.delete(sync_ids[:2])
+    assert await async_mem.aforget(("u",)) == sync_mem.forget(("u",)) == 28
 
 
-async def test_concurrent_async_searches_agree(mem: ContextMemory) -> None:
+async def test_concurrent_async_searches_agree(mem: MemoryAPI) -> None:
     mem.add(sentences(random.Random(11), 50), ("u",))
     queries = ["tea", "garden violin", "chess", "lisbon bakery", "river dog"] * 4
     results = await asyncio.gather(*(mem.asearch(q, ("u",), k=5) for q in queries))
     assert results == [mem.search(q, ("u",), k=5) for q in queries]
 
 
-def test_async_twins_have_the_sync_signature_and_docs() -> None:
+@pytest.mark.parametrize("cls", [ContextMemory, RemoteMemory])
+def test_async_twins_have_the_sync_signature_and_docs(cls: type) -> None:
     import inspect
 
     for name in ["write", "add", "ingest", "delete", "forget", "get", "get_by_key", "list_turns", "namespaces", "search",
                  "search_by_vector", "vectors", "context", "explain", "stats"]:
-        twin = getattr(ContextMemory, f"a{name}")
+        twin = getattr(cls, f"a{name}")
         assert inspect.iscoroutinefunction(twin), name
-        assert inspect.signature(twin) == inspect.signature(getattr(ContextMemory, name)), name
+        assert inspect.signature(twin) == inspect.signature(getattr(cls, name)), name
 
 
 # -- search by vector, stored vectors, generation --------------------------------------------
 
 
-def test_search_by_vector_equals_dense_search_and_respects_namespaces(mem: ContextMemory) -> None:
+def test_search_by_vector_equals_dense_search_and_respects_namespaces(mem: MemoryAPI) -> None:
     rng = random.Random(3)
     mem.add(sentences(rng, 30), ("u", "a"))
     mem.add(sentences(rng, 30), ("u", "b"))
@@ -212,7 +242,7 @@ def test_search_by_vector_equals_dense_search_and_respects_namespaces(mem: Conte
     assert mem.search_by_vector(qv, ("u",), k=0) == []
 
 
-def test_search_by_vector_rejects_bad_vectors(mem: ContextMemory) -> None:
+def test_search_by_vector_rejects_bad_vectors(mem: MemoryAPI) -> None:
     mem.add({"content": "hello there"}, ("u",))
     with pytest.raises(InputError, match="dimensions"):
         mem.search_by_vector([1.0, 2.0], ("u",))
@@ -224,7 +254,7 @@ def test_search_by_vector_rejects_bad_vectors(mem: ContextMemory) -> None:
         mem.search_by_vector(mem.encoder.encode_query("hello"), ("u",), k=-1)
 
 
-def test_vectors_are_the_stored_embeddings_and_skip_unknown_ids(mem: ContextMemory) -> None:
+def test_vectors_are_the_stored_embeddings_and_skip_unknown_ids(mem: MemoryAPI) -> None:
     ids = mem.add([{"content": "tea in lisbon"}, {"content": "chess by the river"}], ("u",))
     stored = mem.vectors([ids[1], 10_000, ids[0]])
     assert list(stored) == [ids[1], ids[0]]
@@ -232,7 +262,7 @@ def test_vectors_are_the_stored_embeddings_and_skip_unknown_ids(mem: ContextMemo
     assert hits[0].id == ids[1] and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_generation_moves_on_every_write_only(mem: ContextMemory) -> None:
+def test_generation_moves_on_every_write_only(mem: MemoryAPI) -> None:
     g0 = mem.generation
     ids = mem.add({"content": "tea in lisbon"}, ("u",))
     g1 = mem.generation

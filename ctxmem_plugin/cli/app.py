@@ -30,23 +30,54 @@ class UsageFailure(click.ClickException):
 
 
 def handle_errors(func: F) -> F:
-    """Turn library errors into one-line click errors; the exit code comes from the error."""
+    """Turn library errors into one-line click errors; the exit code comes from the error.
+
+    With ``ctxmem-plugin --verbose``, an error's details (every problem of a model directory,
+    say) follow it, one per line. A database error that means a damaged or busy memory is
+    reported as one too (:func:`ctxmem_plugin.storage.opening.as_memory_error`).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except CtxMemError as exc:
-            error = UsageFailure(str(exc)) if exc.exit_code == 2 else click.ClickException(str(exc))
-            raise error from None
+            raise _click_error(exc) from None
+        except Exception as exc:  # only a database error that means a damaged or busy memory is turned
+            from ctxmem_plugin.storage.opening import as_memory_error
+
+            error = as_memory_error(exc, kwargs.get("memory_dir") or "the memory")
+            if error is None:
+                raise
+            raise _click_error(error) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _click_error(exc: CtxMemError) -> click.ClickException:
+    message = " ".join(str(exc).split("\n"))
+    context = click.get_current_context(silent=True)
+    if exc.details and context is not None and context.find_root().params.get("verbose"):
+        message += "".join(f"\n  - {line}" for line in exc.details)
+    return UsageFailure(message) if exc.exit_code == 2 else click.ClickException(message)
+
+
+class MemoryLocation(click.ParamType):
+    """``--memory``: a directory (the embedded store) or ``postgresql://user@host/db``; given back as a string."""
+
+    name = "DIR|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "://" not in text and Path(text).exists() and not Path(text).is_dir():
+            self.fail(f"{text!r} is a file; expected a memory directory or postgresql://user@host/database", param, ctx)
+        return text
+
+
 def memory_option(func: F) -> F:
     return click.option(
-        "--memory", "-m", "memory_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-        envvar="CTXMEM_MEMORY", help="Memory directory (env CTXMEM_MEMORY).",
+        "--memory", "-m", "location", required=True, type=MemoryLocation(), envvar="CTXMEM_MEMORY",
+        help="Memory directory, or postgresql://user@host/database (env CTXMEM_MEMORY).",
     )(func)
 
 
@@ -70,13 +101,13 @@ def model_options(func: F) -> F:
 
 
 def open_memory(
-    path: Path, *, read_only: bool, create: bool = True, model: Path | None = None, encoder: Path | None = None,
+    location: str, *, read_only: bool, create: bool = True, model: Path | None = None, encoder: Path | None = None,
     device: str = "auto",
 ) -> ContextMemory:
-    """Open a memory that the command's context closes when the command ends."""
+    """Open a memory (a directory or a database URL) that the command's context closes when the command ends."""
     from ctxmem_plugin.memory import ContextMemory
 
-    memory = ContextMemory(path, read_only=read_only, create=create, model=model, encoder=encoder, device=device)
+    memory = ContextMemory(location, read_only=read_only, create=create, model=model, encoder=encoder, device=device)
     click.get_current_context().call_on_close(memory.close)
     return memory
 
@@ -104,7 +135,8 @@ def nothing_under(memory: ContextMemory, space: tuple[str, ...]) -> str | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ctxmem-plugin")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="On an error, also list every problem found (one per line).")
+def main(verbose: bool) -> None:
     """Offline long-term memory for LLM agents.
 
     \b

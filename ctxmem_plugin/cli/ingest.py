@@ -23,7 +23,7 @@ from ctxmem_plugin.cli.app import handle_errors, main, memory_option, model_opti
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @model_options
 @handle_errors
-def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str | None, skip_invalid: bool,
+def ingest(paths: tuple[Path, ...], location: str, namespace: str, fmt: str | None, skip_invalid: bool,
            split_conversations: bool, as_json: bool, model: Path | None, encoder: Path | None, device: str) -> None:
     """Build memory from chat logs (files or directories).
 
@@ -38,7 +38,7 @@ def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str |
     space = parse_namespace(namespace)
     logs = read_paths(paths, fmt, skip_invalid=skip_invalid)
     total = sum(len(log.turns) for log in logs)
-    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    memory = open_memory(location, read_only=False, model=model, encoder=encoder, device=device)
     if not as_json:
         click.echo("loading the encoder...", err=True)
     memory.load()  # before the bar starts: the rate below counts ingesting only
@@ -69,7 +69,7 @@ def ingest(paths: tuple[Path, ...], memory_dir: Path, namespace: str, fmt: str |
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @model_options
 @handle_errors
-def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | None, device: str) -> None:
+def import_cmd(location: str, src: Path, model: Path | None, encoder: Path | None, device: str) -> None:
     """Load a JSONL export into a memory (vectors are reused when they fit the encoder).
 
     The file is read and validated whole first: a bad line leaves the memory (or the lack of
@@ -78,6 +78,6 @@ def import_cmd(memory_dir: Path, src: Path, model: Path | None, encoder: Path | 
     from ctxmem_plugin.formats.portable import import_records, read_export
 
     records = read_export(src)
-    memory = open_memory(memory_dir, read_only=False, model=model, encoder=encoder, device=device)
+    memory = open_memory(location, read_only=False, model=model, encoder=encoder, device=device)
     added, duplicates = import_records(memory, records)
     click.echo(f"imported {added} turns ({duplicates} already present) from {src}")

@@ -19,12 +19,18 @@ Every command has `-h`/`--help`, and this page is their `--help`, generated with
 `python -m ctxmem_plugin.cli.reference > docs/cli.md`.
 
 - Errors are one line on stderr starting with `Error:`. The exit code is 2 for bad input or
-  usage (a malformed log, a memory that does not exist, a bad option) and 1 for other failures.
+  usage (a malformed log, a memory that does not exist or is damaged, a model directory that
+  does not load, a bad option) and 1 for other failures. `ctxmem-plugin --verbose COMMAND ...`
+  lists every finding behind an error (each problem of a model directory), one per line. The
+  inputs known to have broken a command, and the error each gets now, are the corpus in
+  `tests/data/bad/`.
 - Namespaces are written as labels joined by `/` (`user-42/session-7`); a search or an export
   takes a prefix (`user-42` covers every session of that user).
 - Wherever `--memory` is accepted, the environment variable `CTXMEM_MEMORY` can give it instead.
-- `--help`, `stats`, `forget`, `upgrade` and `export` answer at once; commands that embed text
-  first load the encoder (a few seconds).
+  It is a directory (the embedded store) or `postgresql://user@host/database` (the PostgreSQL
+  store, extra `[postgres]`; see [deployment.md](deployment.md)).
+- `--help`, `stats`, `forget`, `upgrade`, `doctor` and `export` answer at once; commands that
+  embed text first load the encoder (a few seconds).
 """
 
 

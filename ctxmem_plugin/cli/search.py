@@ -46,7 +46,7 @@ SHOWN_CHARS = 300
                    "best on held-out threads); slots = the --model's focus slot (opt-in).")
 @model_options
 @handle_errors
-def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
+def query(text: str, location: str, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,
           history_file: Path | None, history_namespace: str | None, history_mode: str, model: Path | None,
           encoder: Path | None, device: str) -> None:
     """Ask the memory: the turns most relevant to TEXT (asked after --history, if given)."""
@@ -64,7 +64,7 @@ def query(text: str, memory_dir: Path, namespace: str, k: int, method: str, filt
     elif history_namespace is not None:
         history = parse_namespace(history_namespace)
     filters = _parse_filter(filter_json)
-    memory = open_memory(memory_dir, read_only=True, model=model, encoder=encoder, device=device)
+    memory = open_memory(location, read_only=True, model=model, encoder=encoder, device=device)
     empty = nothing_under(memory, space)
     hits = [] if empty else memory.search(text, space, k=k, filters=filters, method=method, history=history,
                                           history_mode=history_mode)
@@ -100,12 +100,13 @@ def dumps_hits(hits: Sequence[Hit]) -> str:
 
 
 def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    from ctxmem_plugin import safejson
     from ctxmem_plugin.formats.document import json_problem
 
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = safejson.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageFailure(f"--filter: invalid JSON: {json_problem(exc)}") from None
     if not isinstance(value, dict):
@@ -120,9 +121,9 @@ def _parse_filter(text: str | None) -> dict[str, Any] | None:
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Trained model dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
-def explain(text: str, memory_dir: Path, namespace: str, model: Path, as_json: bool) -> None:
+def explain(text: str, location: str, namespace: str, model: Path, as_json: bool) -> None:
     """Which memory slots TEXT attends to, and which turns those slots hold most of."""
-    memory = open_memory(memory_dir, read_only=True, model=model)
+    memory = open_memory(location, read_only=True, model=model)
     info = memory.explain(text, parse_namespace(namespace))
     if as_json:
         click.echo(json.dumps(info))

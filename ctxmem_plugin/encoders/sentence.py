@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ctxmem_plugin.encoders.base import DEFAULT_MODEL, resolve_device
+from ctxmem_plugin.encoders.safety import encoder_problems
 from ctxmem_plugin.errors import DependencyError, InputError
 
 
@@ -51,6 +52,12 @@ class SentenceEncoder:
                 f"model {str(path)!r} is not a local sentence-transformers directory "
                 "(expected modules.json or config.json in it); models are never downloaded"
             )
+        problems = encoder_problems(path)
+        if problems:  # checked before anything is loaded: nothing in it may unpickle or run code
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            error = InputError(f"encoder {path} refused: {problems[0]}{more}")
+            error.details = tuple(problems)
+            raise error
         self.path = path
         self.name = name or (DEFAULT_MODEL if model is None else str(path.resolve()))
         self.device = resolve_device(device)

@@ -11,9 +11,9 @@ another, and moving the model directory changes nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
+from ctxmem_plugin.encoders.safety import encoder_problems
 from ctxmem_plugin.encoders.sentence import SentenceEncoder
 
 ENCODER_DIR = "encoder"
@@ -23,8 +23,6 @@ TUNED_MARK = "+tuned-"
 """Joins the base encoder's name and the tuned weights' fingerprint."""
 
 WEIGHTS = "model.safetensors"
-# Files through which a sentence-transformers / transformers directory could load pickled data.
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def weights_fingerprint(directory: Path) -> str:
@@ -44,29 +42,17 @@ def tuned_name(base_name: str, directory: Path) -> str:
 def encoder_dir_problems(directory: Path, name: str) -> list[str]:
     """Why ``directory`` is not the safe, intact tuned encoder called ``name`` (empty: it is).
 
-    Checked: it holds ``modules.json`` and ``model.safetensors``; no file that loads through
-    pickle; every module class comes from sentence-transformers itself; the weights' hash is
-    the one in ``name``.
+    Checked: what every encoder directory must pass (:func:`~.safety.encoder_problems`: no file
+    that loads through pickle or is code, only sentence-transformers module classes, safetensors
+    weights); it holds ``modules.json`` and ``model.safetensors``; the weights' hash is the one
+    in ``name``.
     """
     label = directory.name
     if not directory.is_dir():
         return [f"missing encoder directory {label}/"]
-    problems = [
-        f"{label}/{path.relative_to(directory)}: pickle-based files are never loaded"
-        for path in sorted(directory.rglob("*"))
-        if path.suffix in _PICKLE_SUFFIXES
-    ]
-    try:
-        entries = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
-        types = [str(e["type"]) for e in entries]
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        problems.append(f"{label}/modules.json unreadable: {exc}")
-        types = []
-    problems += [
-        f"{label}/modules.json: module type {t!r} is not a sentence_transformers class"
-        for t in types
-        if not t.startswith("sentence_transformers.")
-    ]
+    problems = encoder_problems(directory, label)
+    if not (directory / "modules.json").is_file():
+        problems.append(f"missing file {label}/modules.json")
     if not (directory / WEIGHTS).is_file():
         problems.append(f"missing file {label}/{WEIGHTS}")
     elif TUNED_MARK not in name:

@@ -26,6 +26,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
+from ctxmem_plugin import safejson
 from ctxmem_plugin.errors import FormatError, InputError
 from ctxmem_plugin.namespaces import Namespace
 from ctxmem_plugin.records import MAX_CONTENT_CHARS, NewTurn, Turn
@@ -234,7 +235,7 @@ def _jsonl_records(path: Path, text: str) -> list[Record]:
     for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                records.append((json.loads(line), (number,)))
+                records.append((safejson.loads(line), (number,)))
             except json.JSONDecodeError as exc:
                 message = f"malformed JSON line: {json_problem(exc)}; expected one JSON value per line"
                 records.append(FormatError(message, f"{path}:{number}"))
@@ -253,7 +254,7 @@ def _parse_located(text: str) -> tuple[Any, dict[KeyPath, int]]:
         offsets[path] = i
         opener = text[i : i + 1]
         if len(path) >= _MAX_DEPTH or opener not in ("[", "{"):
-            return _DECODER.raw_decode(text, i)  # C speed below the depth that needs lines
+            return safejson.raw_decode(_DECODER, text, i)  # C speed below the depth that needs lines
         closer = "]" if opener == "[" else "}"
         items: list[Any] = []
         members: dict[str, Any] = {}

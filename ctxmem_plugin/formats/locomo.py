@@ -42,9 +42,11 @@ from ctxmem_plugin.formats.document import (
 )
 from ctxmem_plugin.records import Turn
 
-_SESSION = re.compile(r"session_(\d+)")
+# Numbers of at most 9 digits: a longer one is no session or turn number (and int() of thousands
+# of digits raises).
+_SESSION = re.compile(r"session_(\d{1,9})")
 # Tolerates the released file's slips: "D8:6; D9:17", "D:11:26", "D 1:3".
-_EVIDENCE = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)", re.IGNORECASE)
+_EVIDENCE = re.compile(r"D\s*:?\s*(\d{1,9})\s*:\s*(\d{1,9})(?!\d)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
+from ctxmem_plugin import safejson
 from ctxmem_plugin.encoders import TextEncoder
 from ctxmem_plugin.errors import FormatError, InputError, NamespaceError
 from ctxmem_plugin.formats.document import build_turn, json_problem
@@ -39,6 +40,9 @@ class PortableMemory(Protocol):
     def write(self, entries: Sequence[NewTurn], *, dedupe: bool = True) -> list[int]: ...
 
 
+_FLOAT32_MAX = 3.4e38  # beyond it (and NaN, which compares False) a vector would hold infinities
+
+
 @dataclass(frozen=True)
 class ExportedTurn:
     """One line of an export, validated: the turn, where it belongs, and its vector if it has one."""
@@ -56,7 +60,8 @@ def export_jsonl(memory: PortableMemory, out: Path, prefix: ns.Namespace = (), *
     count = 0
     encoder = memory.stats()["encoder"] if with_vectors else None
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        # Owner-only, as the memory's own files: an export holds the same conversations.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
             for batch in memory.iter_turns(prefix):
                 vectors = memory.vectors([t.id for t in batch]) if with_vectors else {}
                 for turn in batch:
@@ -93,7 +98,7 @@ def read_export(src: Path) -> list[ExportedTurn]:
             continue
         where = f"{src}:{line_no}"
         try:
-            obj = json.loads(line)
+            obj = safejson.loads(line)
         except json.JSONDecodeError as exc:
             raise FormatError(f"invalid JSON ({json_problem(exc)}); expected one exported turn per line", where) from None
         if not isinstance(obj, dict) or "namespace" not in obj or "content" not in obj:
@@ -107,8 +112,10 @@ def read_export(src: Path) -> list[ExportedTurn]:
         fields = {k: obj.get(k) for k in ("role", "speaker", "content", "timestamp", "key") if obj.get(k) is not None}
         turn = build_turn(where, **fields, metadata=obj.get("metadata") or {})
         vec = obj.get("vector")
-        if vec is not None and not (isinstance(vec, list) and all(isinstance(x, (int, float)) for x in vec)):
-            raise FormatError("vector: expected an array of numbers", where)
+        if vec is not None and not (
+            isinstance(vec, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < _FLOAT32_MAX for x in vec)
+        ):
+            raise FormatError("vector: expected an array of finite 32-bit numbers", where)
         encoder = obj.get("encoder")
         records.append(ExportedTurn(space, turn, vec, encoder if isinstance(encoder, str) else None))
     return records

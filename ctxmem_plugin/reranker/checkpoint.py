@@ -18,32 +18,57 @@ A model saved before members existed (no ``members`` field, tensors named ``slot
 
 The hash ties the two files together: a corrupted weights file, or a save interrupted between
 the two file replacements, is reported instead of silently loading mismatched weights.
+
+Loading checks before it allocates: the config against its bounds, then the names, shapes and
+dtypes in the weights file's header (its first bytes, :func:`read_header`) against the weights
+that config describes (:meth:`CtxMemModel.weight_shapes`), and the total against
+:data:`MAX_PARAMETERS`. Only a directory that passes is built and loaded, so a config cannot make
+the process allocate more than its weights file holds. Every problem found is collected; the
+error names the first and keeps the list in ``details`` (``--verbose`` on the CLI).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
-from torch import Tensor
 
+from ctxmem_plugin import safejson
+from ctxmem_plugin.weights import FLOAT_DTYPES, TensorInfo, read_header
 from ctxmem_plugin.errors import CheckpointError
 from ctxmem_plugin.reranker.model import MODEL_VERSION, CtxMemModel, ModelConfig
 from ctxmem_plugin.reranker.scorer import ScorerConfig
 from ctxmem_plugin.reranker.slots import SlotConfig
+from ctxmem_plugin.encoders.safety import encoder_problems
 from ctxmem_plugin.encoders.tuned import encoder_dir_problems
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _TOP_LEVEL_KEYS = ("model", "weights_sha256", "extra")
+
+MAX_PARAMETERS = 1 << 28
+"""Most weights a model may have (1 GiB as float32; trained models hold a few million)."""
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Longest ``config.json`` read (saved ones are a few kilobytes)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded model directory: the model, the caller's ``extra`` and the SHA-256 of the weights."""
+
+    model: CtxMemModel
+    extra: dict[str, Any]
+    weights_sha256: str
 # Fields that configs saved by earlier versions lack; their defaults rebuild those models.
 _ADDED_FIELDS = {"model.members"}
 
@@ -97,7 +122,7 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 
 def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
-    """Rebuild a model from its directory and load its weights.
+    """Rebuild a model from its directory and load its weights (:func:`load_checkpoint`).
 
     Args:
         directory: a directory written by :func:`save_model`.
@@ -107,33 +132,77 @@ def load_model(directory: Path, *, map_location: str = "cpu") -> CtxMemModel:
         The model, in eval mode.
 
     Raises:
-        CheckpointError: listing every problem found (missing files, bad JSON, unknown or missing
-            config fields, a corrupt weights file, missing/unexpected tensors, shape mismatches,
-            a bundled encoder that is missing, corrupt or not safetensors-only).
+        CheckpointError: naming the first problem found, all of them in ``details`` (missing
+            files, bad JSON, unknown or missing config fields, a corrupt weights file,
+            missing/unexpected tensors, shape mismatches, an encoder it names that is missing,
+            corrupt or not safetensors-only).
+    """
+    return load_checkpoint(directory, map_location=map_location).model
+
+
+def load_checkpoint(directory: Path, *, map_location: str = "cpu") -> Checkpoint:
+    """:func:`load_model`, also returning the ``extra`` dict and the weights' SHA-256.
+
+    Nothing is built before the config and the weights file's header agree (module docstring).
     """
     directory = Path(directory)
     _require_directory(directory)
     problems: list[str] = []
-    config, _, expected_sha = _read_config(directory, problems)
-    tensors = _read_weights(directory / WEIGHTS_NAME, expected_sha, problems)
-    model = CtxMemModel(config) if config is not None else None
-    if tensors is not None and config is not None and config.members == 1:
-        tensors = _single_member_layout(tensors)
-    if model is not None and tensors is not None:
-        problems += _compare_state(model.state_dict(), tensors)
-    if config is not None and config.encoder_dir is not None:
-        problems += encoder_dir_problems(directory / config.encoder_dir, config.encoder)
-    if problems or model is None or tensors is None:
+    config, extra, expected_sha = _read_config(directory, problems)
+    weights = directory / WEIGHTS_NAME
+    mismatch: list[str] = []  # listed after the header's problems: a file that is no safetensors comes first
+    actual_sha = _weights_digest(weights, expected_sha, mismatch)
+    header = read_header(weights, problems) if actual_sha is not None else None
+    problems += mismatch
+    oversized = _size_problems(config) if config is not None else []
+    problems += oversized
+    if config is not None and header is not None and not oversized:
+        if config.members == 1:
+            header = _single_member_layout(header)
+        problems += _compare_header(CtxMemModel.weight_shapes(config), header)
+    if config is not None:
+        problems += _encoder_problems(directory, config)
+    if problems or config is None or header is None or actual_sha is None:
         raise _error(directory, problems)
+    # The file holds exactly the weights the config describes: building allocates what it holds.
+    try:
+        tensors = st_load_file(str(weights))
+    except (SafetensorError, OSError) as exc:  # changed since its header was read
+        raise _error(directory, [f"{WEIGHTS_NAME} is not a valid safetensors file: {exc}"]) from None
+    if config.members == 1:
+        tensors = _single_member_layout(tensors)
+    model = _build(config)
     model.load_state_dict(tensors, strict=True)
-    return model.to(map_location).eval()
+    return Checkpoint(model.to(map_location).eval(), extra, actual_sha)
 
 
-def _single_member_layout(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+def _build(config: ModelConfig) -> CtxMemModel:
+    """The one place a model directory's module is built, once its header matched the config."""
+    return CtxMemModel(config)
+
+
+def _single_member_layout(tensors: dict[str, Any]) -> dict[str, Any]:
     """Weights saved before models had members (``slots.*``, ``scorer.*``) as member 0's."""
     if any(key.startswith("members.") for key in tensors):
         return tensors
     return {f"members.0.{key}": value for key, value in tensors.items()}
+
+
+def _size_problems(config: ModelConfig) -> list[str]:
+    count = sum(math.prod(shape) for shape in CtxMemModel.weight_shapes(config).values())
+    if count > MAX_PARAMETERS:
+        return [f"{CONFIG_NAME}: the config describes {count:,} weights; at most {MAX_PARAMETERS:,} are loaded"]
+    return []
+
+
+def _encoder_problems(directory: Path, config: ModelConfig) -> list[str]:
+    """Every encoder directory the config names gets the same checks (:mod:`ctxmem_plugin.encoders.safety`)."""
+    if config.encoder_dir is not None:
+        return encoder_dir_problems(directory / config.encoder_dir, config.encoder)
+    named = Path(config.encoder)
+    if named.is_dir():
+        return [f"encoder {config.encoder}: {p}" for p in encoder_problems(named, config.encoder)]
+    return []
 
 
 def _require_directory(directory: Path) -> None:
@@ -142,10 +211,10 @@ def _require_directory(directory: Path) -> None:
 
 
 def _error(directory: Path, problems: list[str]) -> CheckpointError:
-    lines = "\n".join(f"  - {p}" for p in problems)
-    return CheckpointError(
-        f"cannot load model from {directory}: {len(problems)} problem(s):\n{lines}"
-    )
+    """One line naming the first problem; every problem in ``details``."""
+    problems = [" ".join(p.split()) for p in problems] or ["unusable model directory"]
+    more = f" (and {len(problems) - 1} more problem(s); details lists them, --verbose on the CLI)" if len(problems) > 1 else ""
+    return CheckpointError(f"cannot load model from {directory}: {problems[0]}{more}", problems)
 
 
 def _read_config(
@@ -157,7 +226,10 @@ def _read_config(
         problems.append(f"missing file {CONFIG_NAME}")
         return None, {}, None
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            problems.append(f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES:,} bytes; a model's config is a few kilobytes")
+            return None, {}, None
+        document = safejson.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"cannot read {CONFIG_NAME}: {exc}")
         return None, {}, None
@@ -172,8 +244,8 @@ def _read_config(
     for key in sorted(set(document) - set(_TOP_LEVEL_KEYS)):
         problems.append(f"{CONFIG_NAME}: unknown key {key!r}")
     sha = document.get("weights_sha256")
-    if sha is not None and not isinstance(sha, str):
-        problems.append(f"{CONFIG_NAME}: weights_sha256 must be a string")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        problems.append(f"{CONFIG_NAME}: weights_sha256 must be 64 lowercase hex digits")
         sha = None
     extra = document.get("extra", {})
     if not isinstance(extra, dict):
@@ -204,6 +276,9 @@ def _read_config(
     except (ValueError, TypeError) as exc:
         problems.append(f"{CONFIG_NAME}: invalid config: {exc}")
         return None, extra, sha
+    runtime = extra.get("runtime")
+    if runtime is not None and not isinstance(runtime, dict):
+        problems.append(f"{CONFIG_NAME}: extra.runtime must be an object, found {type(runtime).__name__}")
     return config, extra, sha
 
 
@@ -243,37 +318,37 @@ def _check_fields(data: dict[str, Any], cls: type, where: str, problems: list[st
             problems.append(f"{CONFIG_NAME}: missing {kind}config field {where}.{f.name}")
 
 
-def _read_weights(
-    path: Path, expected_sha: str | None, problems: list[str]
-) -> dict[str, Tensor] | None:
+def _weights_digest(path: Path, expected_sha: str | None, problems: list[str]) -> str | None:
+    """SHA-256 of the weights file, read in blocks; a mismatch with ``expected_sha`` is a problem."""
     if not path.is_file():
         problems.append(f"missing file {WEIGHTS_NAME}")
         return None
+    digest = hashlib.sha256()
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     except OSError as exc:
-        problems.append(f"cannot read {WEIGHTS_NAME}: {exc}")
+        problems.append(f"cannot read {WEIGHTS_NAME}: {exc.strerror}")
         return None
-    if expected_sha is not None and hashlib.sha256(blob).hexdigest() != expected_sha:
+    if expected_sha is not None and digest.hexdigest() != expected_sha:
         problems.append(
             f"{WEIGHTS_NAME} does not match the weights_sha256 in {CONFIG_NAME} "
             "(corrupt file, or weights and config from different saves)"
         )
-    try:
-        return st_load(blob)
-    except SafetensorError as exc:
-        problems.append(f"{WEIGHTS_NAME} is not a valid safetensors file: {exc}")
-        return None
+    return digest.hexdigest()
 
 
-def _compare_state(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[str]:
+def _compare_header(expected: dict[str, tuple[int, ...]], found: dict[str, TensorInfo]) -> list[str]:
     problems = [f"missing tensor {k}" for k in sorted(set(expected) - set(found))]
-    problems += [f"unexpected tensor {k}" for k in sorted(set(found) - set(expected))]
+    # Names from the file are shown as they are only when printable and short.
+    problems += [f"unexpected tensor {k if k.isprintable() and len(k) <= 80 else safejson.show(k)}"
+                 for k in sorted(set(found) - set(expected))]
     for key in sorted(set(expected) & set(found)):
-        want, got = tuple(expected[key].shape), tuple(found[key].shape)
+        want, got = expected[key], found[key].shape
         if want != got:
             problems.append(f"shape mismatch for {key}: config gives {want}, file has {got}")
-        elif not found[key].dtype.is_floating_point:
+        elif found[key].dtype not in FLOAT_DTYPES:
             problems.append(f"tensor {key} has non-float dtype {found[key].dtype}")
     return problems
 

@@ -149,6 +149,18 @@ class CtxMemModel(nn.Module):
             raise ValueError(f"config.members is {config.members}, got {len(members)} members")
         self.members = nn.ModuleList(members if members is not None else (Member(config) for _ in range(config.members)))
 
+    @staticmethod
+    def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every weight of a ``CtxMemModel(config)``, without building it.
+
+        What a model directory's ``model.safetensors`` must hold for ``config``; checked against
+        its header before a module is built, so a config cannot make loading allocate more than
+        the file holds (tests hold these equal to a built model's).
+        """
+        member = {f"slots.{k}": v for k, v in SlotMemory.weight_shapes(config.slots).items()}
+        member.update({f"scorer.{k}": v for k, v in CtxMemScorer.weight_shapes(config.scorer).items()})
+        return {f"members.{i}.{k}": v for i in range(config.members) for k, v in member.items()}
+
     @property
     def slots(self) -> SlotMemory:
         """The first member's slot memory (``explain`` shows its attention)."""

@@ -9,7 +9,6 @@ turn 10,000: the state is ``members x num_slots x dim`` whatever the history len
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,9 +22,9 @@ from ctxmem_plugin import namespaces as ns
 from ctxmem_plugin.config import Config, bounded
 from ctxmem_plugin.encoders import DEFAULT_MODEL, TextEncoder, resolve_device
 from ctxmem_plugin.encoders.tuned import bundled_encoder
-from ctxmem_plugin.errors import CheckpointError
+from ctxmem_plugin.errors import CheckpointError, ConfigError, MemoryCorruptError
 from ctxmem_plugin.records import StoredTurn
-from ctxmem_plugin.reranker.checkpoint import load_model, read_config
+from ctxmem_plugin.reranker.checkpoint import CONFIG_NAME, load_checkpoint, read_config
 from ctxmem_plugin.reranker.inputs import focus_probe, turn_features
 from ctxmem_plugin.reranker.model import CtxMemModel
 from ctxmem_plugin.reranker.slots import focus_trace
@@ -98,12 +97,18 @@ class Reranker:
 
     @classmethod
     def load(cls, directory: Path, store: MemoryStore | None = None, *, device: str = "auto") -> Reranker:
-        """Load a model directory (safetensors + JSON only); ``store`` may be bound later."""
+        """Load a model directory (safetensors + JSON only); ``store`` may be bound later.
+
+        Its runtime settings are checked before its weights are read.
+        """
         dev = resolve_device(device)
-        model = load_model(directory, map_location=dev).eval()
         _, extra = read_config(directory)
-        document = json.loads((directory / "config.json").read_text())
-        runtime = cls(model, RuntimeSettings.from_extra(extra), str(document["weights_sha256"])[:16], store, dev)
+        try:
+            settings = RuntimeSettings.from_extra(extra)
+        except ConfigError as exc:
+            raise CheckpointError(f"cannot load model from {directory}: {CONFIG_NAME}: extra.runtime: {exc}") from None
+        loaded = load_checkpoint(directory, map_location=dev)
+        runtime = cls(loaded.model.eval(), settings, loaded.weights_sha256[:16], store, dev)
         runtime.path = directory
         return runtime
 
@@ -145,18 +150,20 @@ class Reranker:
         )
         return torch.from_numpy(f).to(self.device)
 
+    def _state(self, namespace: ns.Namespace) -> tuple[torch.Tensor, int, int]:
+        """``(slots (1, members * m, d), last folded id, folded count)`` as stored, or the initial state."""
+        state = self.store.get_slot_state(namespace)
+        if state is not None and state[0] == self.model_id:
+            slots = torch.from_numpy(self._state_array(namespace, state[3])).to(self.device)  # (1, members * m, d)
+            return slots, state[1], state[2]
+        return self.model.init_slots(1).to(self.device), 0, 0
+
     @torch.no_grad()
     def _fold(self, namespace: ns.Namespace, ids: np.ndarray, vectors: np.ndarray) -> tuple[torch.Tensor, int, int]:
         """Slots after folding the full chunks of ``ids`` into the stored state; returns
         ``(slots, last folded id, folded count)`` without saving."""
-        state = self.store.get_slot_state(namespace)
-        dim, m = self.model.config.slots.dim, self.model.state_slots
         chunk = self.settings.write_chunk
-        if state is not None and state[0] == self.model_id:
-            slots = torch.from_numpy(np.frombuffer(state[3], dtype=np.float32).reshape(1, m, dim).copy()).to(self.device)
-            last, count = state[1], state[2]
-        else:
-            slots, last, count = self.model.init_slots(1).to(self.device), 0, 0
+        slots, last, count = self._state(namespace)
         # Everything after the last folded turn: pending turns of a partial chunk plus new ones.
         pending_ids, pending_vecs = self._after(namespace, last, ids, vectors)
         full = (len(pending_ids) // chunk) * chunk
@@ -166,6 +173,19 @@ class Reranker:
             slots = write_chunks(self.model, slots, v, f, chunk)
             last, count = int(pending_ids[full - 1]), count + full
         return slots, last, count
+
+    def _state_array(self, namespace: ns.Namespace, blob: bytes) -> np.ndarray:
+        """A stored slot state as ``(1, members * m, d)`` float32, or :class:`MemoryCorruptError`
+        if it cannot be one this model wrote (wrong size, NaN or infinite values)."""
+        dim, m = self.model.config.slots.dim, self.model.state_slots
+        where = f"{self.store.location}: the slot state of namespace {ns.format_namespace(namespace)!r}"
+        fix = f"`ctxmem-plugin doctor --memory {self.store.location} --repair` rebuilds it from the turns"
+        if len(blob) != m * dim * 4:
+            raise MemoryCorruptError(f"{where} has {len(blob):,} bytes, this model's {m * dim * 4:,} (damaged); {fix}")
+        state = np.frombuffer(blob, dtype=np.float32).reshape(1, m, dim)
+        if not np.isfinite(state).all():
+            raise MemoryCorruptError(f"{where} holds NaN or infinite values (damaged); {fix}")
+        return state.copy()
 
     def _after(self, namespace: ns.Namespace, last: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[list[int], np.ndarray]:
         """Ids and vectors of the namespace's turns after ``last`` (the ones given are not read again)."""
@@ -183,6 +203,56 @@ class Reranker:
         slots, last, count = self._fold(namespace, ids, vectors)
         blob = slots.detach().to("cpu", torch.float32).numpy().tobytes()
         self.store.put_slot_state(namespace, self.model_id, last, count, blob)
+
+    @torch.no_grad()
+    def update_many(self, groups: list[tuple[ns.Namespace, np.ndarray, np.ndarray]]) -> None:
+        """:meth:`update` for many namespaces at once: their chunks go through the model together.
+
+        Step ``s`` writes the ``s``-th new chunk of every namespace that has one, as one batch
+        (``(b, write_chunk, d)``); a namespace with fewer chunks is masked out of the later steps,
+        which leaves its slots exactly as they were. Each namespace still gets the chunks it
+        would get alone.
+        """
+        if len(groups) <= 1:
+            for space, ids, vectors in groups:
+                self.update(space, ids, vectors)
+            return
+        chunk, dim = self.settings.write_chunk, self.model.config.slots.dim
+        starts, pending = [], []
+        for space, ids, vectors in groups:
+            slots, last, count = self._state(space)
+            p_ids, p_vecs = self._after(space, last, ids, vectors)
+            full = (len(p_ids) // chunk) * chunk
+            starts.append((slots, last, count))
+            pending.append((p_ids[:full], p_vecs[:full]))
+        steps = max(len(p) // chunk for p, _ in pending)
+        slots = torch.cat([s for s, _, _ in starts], dim=0)  # (b, members * m, d)
+        if steps:
+            every = [i for p, _ in pending for i in p]
+            feats_all = self._features_of(every) if every else None  # (n, f)
+            fdim = feats_all.shape[-1] if feats_all is not None else 0
+            offset, offsets = 0, []
+            for p, _ in pending:
+                offsets.append(offset)
+                offset += len(p)
+            b = len(groups)
+            for step in range(steps):
+                v = torch.zeros(b, chunk, dim, device=self.device)  # (b, c, d)
+                f = torch.zeros(b, chunk, fdim, device=self.device)  # (b, c, f)
+                mask = torch.zeros(b, chunk, dtype=torch.bool, device=self.device)  # (b, c)
+                for row, ((p_ids, p_vecs), at) in enumerate(zip(pending, offsets)):
+                    lo = step * chunk
+                    if lo < len(p_ids):
+                        v[row] = torch.from_numpy(np.ascontiguousarray(p_vecs[lo : lo + chunk])).to(self.device)
+                        if fdim:
+                            f[row] = feats_all[at + lo : at + lo + chunk]  # type: ignore[index]
+                        mask[row] = True
+                slots = self.model.write(slots, v, mask, f if fdim else None)  # (b, members * m, d)
+        for row, ((space, _, _), (_, last, count), (p_ids, _)) in enumerate(zip(groups, starts, pending)):
+            if len(p_ids):
+                last, count = int(p_ids[-1]), count + len(p_ids)
+            blob = slots[row : row + 1].detach().to("cpu", torch.float32).numpy().tobytes()
+            self.store.put_slot_state(space, self.model_id, last, count, blob)
 
     @torch.no_grad()
     def slots_for(self, namespace: ns.Namespace) -> torch.Tensor:

@@ -121,6 +121,22 @@ class CtxMemScorer(nn.Module):
         # exp(0) == 1 exactly, so the untrained output is still the base column bit for bit.
         self.log_base_scale = nn.Parameter(torch.zeros(()))
 
+    @staticmethod
+    def weight_shapes(config: ScorerConfig) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every weight of a ``CtxMemScorer(config)``, without building it
+        (see :meth:`SlotMemory.weight_shapes <ctxmem_plugin.reranker.slots.SlotMemory.weight_shapes>`)."""
+        n_slot = (len(SLOT_FEATURE_NAMES) if config.use_slots else 0) + (len(FOCUS_FEATURE_NAMES) if config.focus else 0)
+        width = 2 * (config.num_features + n_slot)
+        shapes: dict[str, tuple[int, ...]] = {}
+        if config.use_slots:
+            shapes.update({"bil_query": (config.bilinear_rank, config.dim), "bil_cand": (config.bilinear_rank, config.dim)})
+        for i in range(config.depth):
+            shapes.update({f"mlp.{2 * i}.weight": (config.hidden, width), f"mlp.{2 * i}.bias": (config.hidden,)})
+            width = config.hidden
+        shapes.update({f"mlp.{2 * config.depth}.weight": (1, width), f"mlp.{2 * config.depth}.bias": (1,)})
+        shapes["log_base_scale"] = ()
+        return shapes
+
     def slot_features(
         self, query: Tensor, attention: Tensor, cand: Tensor, slots: Tensor, focus: Tensor | None = None
     ) -> Tensor:

@@ -160,6 +160,29 @@ class SlotMemory(nn.Module):
         nn.init.zeros_(self.read_out.weight)
         nn.init.zeros_(self.read_out.bias)
 
+    @staticmethod
+    def weight_shapes(config: SlotConfig) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every weight of a ``SlotMemory(config)``, without building it.
+
+        A model directory's weights are checked against these before anything is allocated
+        (:mod:`ctxmem_plugin.reranker.checkpoint`); tests hold them equal to a built module's.
+        """
+        d, wide = config.dim, config.ffn_mult * config.dim
+        shapes: dict[str, tuple[int, ...]] = {"initial": (config.num_slots - int(config.has_focus), d)}
+        if config.feature_dim:
+            shapes["feature_proj.weight"] = (d, config.feature_dim)
+        for norm in ("slot_norm", "turn_norm"):
+            shapes.update({f"{norm}.weight": (d,), f"{norm}.bias": (d,)})
+        shapes.update({"w_query.weight": (d, d), "w_key.weight": (d, d)})
+        shapes.update({"route_log_scale": (), "route_balance": (), "route_log_forget": ()})
+        shapes.update({"w_value.weight": (d, d), "w_out.weight": (d, d)})
+        shapes.update({"ffn.0.weight": (d,), "ffn.0.bias": (d,), "ffn.1.weight": (wide, d), "ffn.1.bias": (wide,),
+                       "ffn.3.weight": (d, wide), "ffn.3.bias": (d,)})
+        shapes.update({"gate.weight": (d, 2 * d), "gate.bias": (d,)})
+        shapes.update({"read_norm.weight": (d,), "read_norm.bias": (d,), "r_query.weight": (d, d), "r_key.weight": (d, d)})
+        shapes.update({"read_out.weight": (d, d), "read_out.bias": (d,)})
+        return shapes
+
     def init_slots(self, batch: int) -> Tensor:
         """The learned initial slots for ``batch`` new sessions, shape ``(batch, m, d)``.
 

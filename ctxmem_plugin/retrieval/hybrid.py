@@ -151,6 +151,15 @@ class HybridRetriever:
         computed against ``query`` and ``query_vector``, and a turn it found carries
         ``signals["focus"]``.
         """
+        # One snapshot for every read (a search that runs outside one still reads consistent
+        # data, and the store reads the prefix's turns once for all of them).
+        with self.store.reading():
+            return self._candidates(query, query_vector, prefix, filters, method, pool, probe, probe_pool)
+
+    def _candidates(
+        self, query: str, query_vector: np.ndarray, prefix: ns.Namespace, filters: Filters | None, method: str,
+        pool: int | None, probe: np.ndarray | None, probe_pool: int,
+    ) -> Candidates:
         cfg = self.config
         pool = pool or cfg.pool
         dim = query_vector.shape[0]

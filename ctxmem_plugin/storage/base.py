@@ -1,9 +1,13 @@
 """The store contract: what :class:`~ctxmem_plugin.memory.ContextMemory` needs from a backend.
 
 A backend keeps turns (text, metadata, vectors), answers lexical and dense searches restricted
-to a namespace prefix, keeps each namespace's slot state, and commits writes atomically. The
-embedded store (:class:`~ctxmem_plugin.storage.sqlite.LongTermStore`: SQLite + FAISS in one
-directory) implements it; every backend must behave the same, scores aside.
+to a namespace prefix, keeps each namespace's slot state, and commits writes atomically. Two
+implement it: the embedded store (:class:`~ctxmem_plugin.storage.sqlite.LongTermStore`: SQLite
++ FAISS in one directory, one writing process) and the PostgreSQL store
+(:class:`~ctxmem_plugin.storage.postgres.PostgresStore`: many writing processes). Both pass
+the same tests and must behave the same, scores aside; an operation a backend cannot do
+raises a :class:`~ctxmem_plugin.errors.CtxMemError` saying so, never does less in silence.
+:func:`ctxmem_plugin.storage.open_store` picks one from a location.
 
 Namespaces are a security boundary: every read that takes a prefix returns nothing outside it,
 and the statistics that shape its scores (BM25's) come from the prefix alone.
@@ -35,6 +39,33 @@ class NewRow:
 
 SlotState = tuple[str, int, int, bytes]
 """``(model id, last folded turn id, turns folded, state bytes)`` of one namespace."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a memory by :meth:`MemoryStore.check`.
+
+    Attributes:
+        part: what it concerns; the embedded store's: ``database``, ``schema``, ``meta``,
+            ``fts``, ``vectors``, ``slots`` or ``namespaces``.
+        message: what is wrong, one line.
+        repairable: whether :meth:`MemoryStore.repair` can rebuild it from the source of truth.
+    """
+
+    part: str
+    message: str
+    repairable: bool
+
+    def __str__(self) -> str:
+        return f"{self.part}: {self.message}" + ("" if self.repairable else " (not repairable here)")
+
+
+@dataclass(frozen=True)
+class SlotShape:
+    """The slot state a model keeps per namespace: its id and the state's size in bytes."""
+
+    model_id: str
+    state_bytes: int
 
 
 @runtime_checkable
@@ -82,10 +113,28 @@ class MemoryStore(Protocol):
 
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def sizes(self) -> dict[str, int]:
+        """Bytes used, by part (files of a directory, tables of a database), for ``stats``."""
+        ...
+
     # -- writes (inside transaction()) ----------------------------------------------------
+
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+        """Until the transaction ends, no other writer writes these namespaces.
+
+        A write takes it before it checks what is already stored (duplicates, keys, slot
+        states), so that two processes writing one namespace at once cannot both add the same
+        turn. A no-op where one process writes at a time (the embedded store's writer lock).
+        """
+        ...
 
     def insert(self, namespace: ns.Namespace, rows: Sequence[NewRow]) -> tuple[list[int], list[int]]:
         """Insert rows; a row whose key exists in the namespace replaces it. ``(new ids, replaced ids)``."""
+        ...
+
+    def insert_many(self, entries: Sequence[tuple[ns.Namespace, NewRow]]) -> tuple[list[int], list[int]]:
+        """:meth:`insert` for rows of many namespaces at once (one round trip per table, not per
+        namespace); new ids follow the order given. ``(new ids, replaced ids)``."""
         ...
 
     def delete(self, ids: Sequence[int]) -> list[int]:
@@ -97,7 +146,11 @@ class MemoryStore(Protocol):
         ...
 
     def scrub(self) -> None:
-        """After a forget: make deletions physical (no deleted text left in files or pages)."""
+        """After a forget: reclaim the deleted rows' storage, as far as the backend can.
+
+        The embedded store leaves no deleted text in its files; PostgreSQL runs ``VACUUM``
+        (the space is reclaimed, the bytes are overwritten only when reused; see its docs).
+        """
         ...
 
     def set_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -167,3 +220,18 @@ class MemoryStore(Protocol):
         ...
 
     def get_slot_state(self, namespace: ns.Namespace) -> SlotState | None: ...
+
+    # -- integrity (``ctxmem-plugin doctor``) -------------------------------------------------
+
+    def check(self, *, slots: SlotShape | None = None) -> list[Finding]:
+        """Every problem found in the stored data and what is derived from it; changes nothing.
+
+        Args:
+            slots: the slot state a model keeps, to check the stored ones against.
+        """
+        ...
+
+    def repair(self, *, slots: SlotShape | None = None) -> list[str]:
+        """Rebuild what can be rebuilt from the source of truth (indexes, statistics, slot
+        states); returns what was done, one line each. The caller is the memory's writer."""
+        ...

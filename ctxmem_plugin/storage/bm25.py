@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 # The tokenizer of ``turns_fts`` (migration 001). Lengths and query terms are tokenized with it
 # so that they are counted in the FTS index's own tokens.
@@ -59,31 +59,88 @@ def idf(turns: float, hits: int) -> float:
     return value if value > 0.0 else _MIN_IDF
 
 
-def phrase_counts(db: sqlite3.Connection, phrase: Sequence[str], low: str, high: str) -> tuple[dict[int, int], dict[int, int]]:
-    """``(occurrences per turn, length per turn)`` of a phrase of tokens, for turns under the prefix."""
-    sql = (
-        "SELECT v.doc, v.offset, t.n_tokens FROM turns_fts_instance v CROSS JOIN turns t ON t.id = v.doc"
-        " WHERE v.term = ? AND t.namespace >= ? AND t.namespace < ?"
-    )
-    lengths: dict[int, int] = {}
+def namespaced_terms(tokens: Sequence[str], key: str) -> str:
+    """The row of ``turns_nsfts`` for a turn: each token suffixed with ``_`` and its namespace key in hex.
+
+    Hex keeps the byte order of the keys, so the tokens of a term under a prefix ``P`` are the
+    terms in ``[term_hex(P), term_hex(P'))`` (:func:`term_range`); ``_`` never occurs in a
+    token of the index tokenizer, so one term's range holds no other term.
+    """
+    suffix = "_" + key.encode("utf-8").hex()
+    return " ".join(token + suffix for token in tokens)
+
+
+def index_namespaced(db: sqlite3.Connection, tokenizer: Tokenizer | None = None) -> int:
+    """Write every turn's row of the (empty) ``turns_nsfts`` from the turns; returns the turns indexed.
+
+    Used by the migration that created the table and by the repair that rebuilds it.
+    """
+    tokenizer = tokenizer or Tokenizer()
+    last, done = -1, 0
+    while True:
+        rows = db.execute("SELECT id, namespace, index_text FROM turns WHERE id > ? ORDER BY id LIMIT 4096", (last,)).fetchall()
+        if not rows:
+            return done
+        tokens = tokenizer.tokens([r[2] for r in rows])
+        db.executemany(
+            "INSERT INTO turns_nsfts(rowid, terms) VALUES (?, ?)",
+            [(r[0], namespaced_terms(t, r[1])) for r, t in zip(rows, tokens)],
+        )
+        last, done = int(rows[-1][0]), done + len(rows)
+
+
+def term_range(token: str, low: str, high: str) -> tuple[str, str]:
+    """The ``turns_nsfts`` terms of ``token`` in the turns with a namespace key in ``[low, high)``."""
+    return f"{token}_{low.encode('utf-8').hex()}", f"{token}_{high.encode('utf-8').hex()}"
+
+
+LengthsOf = Callable[[Sequence[int]], dict[int, int]]
+"""Token counts of turns by id (read once per search from the prefix's turns, or from SQL)."""
+
+
+def sql_lengths(db: sqlite3.Connection) -> LengthsOf:
+    """Turn lengths read from ``turns.n_tokens``."""
+
+    def lengths(ids: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.update(db.execute(f"SELECT id, n_tokens FROM turns WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    return lengths
+
+
+def phrase_counts(
+    db: sqlite3.Connection, phrase: Sequence[str], low: str, high: str, lengths_of: LengthsOf | None = None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """``(occurrences per turn, length per turn)`` of a phrase of tokens, for turns under the prefix.
+
+    Under a prefix, the postings come from a term range of ``turns_nsfts``: only the prefix's
+    own turns are read. The root prefix (the whole memory) reads ``turns_fts``.
+    """
+    root = low == ""
+    lengths_of = lengths_of or sql_lengths(db)
+    if root:
+        sql, args = "SELECT doc, offset FROM turns_fts_instance WHERE term = ?", lambda t: (t,)
+    else:
+        sql, args = "SELECT doc, offset FROM turns_nsfts_instance WHERE term >= ? AND term < ?", lambda t: term_range(t, low, high)
     if len(phrase) == 1:
-        counts: dict[int, int] = {}
-        grouped = sql.replace("v.offset", "count(*)") + " GROUP BY v.doc"
-        for doc, n, length in db.execute(grouped, (phrase[0], low, high)):
-            counts[doc], lengths[doc] = n, length
-        return counts, lengths
-    # A phrase (a query word the tokenizer splits, e.g. at "_") occurs where its tokens follow
-    # each other, as in FTS5's own phrase matching.
-    starts: set[tuple[int, int]] | None = None
-    for k, token in enumerate(phrase):
-        at = set()
-        for doc, offset, length in db.execute(sql, (token, low, high)):
-            at.add((doc, offset - k))
-            lengths[doc] = length
-        starts = at if starts is None else starts & at
-    counts = {}
-    for doc, _ in starts or ():
-        counts[doc] = counts.get(doc, 0) + 1
+        grouped = sql.replace("doc, offset", "doc, count(*)") + " GROUP BY doc"
+        counts = dict(db.execute(grouped, args(phrase[0])).fetchall())
+    else:
+        # A phrase (a query word the tokenizer splits, e.g. at "_") occurs where its tokens follow
+        # each other, as in FTS5's own phrase matching.
+        starts: set[tuple[int, int]] | None = None
+        for k, token in enumerate(phrase):
+            at = {(doc, offset - k) for doc, offset in db.execute(sql, args(token))}
+            starts = at if starts is None else starts & at
+        counts = {}
+        for doc, _ in sorted(starts or ()):
+            counts[doc] = counts.get(doc, 0) + 1
+    lengths = lengths_of(list(counts))
     return counts, {d: lengths[d] for d in counts}
 
 
@@ -95,7 +152,9 @@ def prefix_stats(db: sqlite3.Connection, low: str, high: str) -> tuple[int, int]
     return int(turns), int(tokens)
 
 
-def scores(db: sqlite3.Connection, phrases: Iterable[Sequence[str]], low: str, high: str) -> dict[int, float]:
+def scores(
+    db: sqlite3.Connection, phrases: Iterable[Sequence[str]], low: str, high: str, lengths_of: LengthsOf | None = None
+) -> dict[int, float]:
     """BM25 of every turn under ``[low, high)`` that holds at least one phrase (higher is better).
 
     Each phrase adds ``idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len / avg_len))``, as in
@@ -112,7 +171,7 @@ def scores(db: sqlite3.Connection, phrases: Iterable[Sequence[str]], low: str, h
             continue
         key = tuple(phrase)
         if key not in read:
-            read[key] = phrase_counts(db, phrase, low, high)
+            read[key] = phrase_counts(db, phrase, low, high, lengths_of)
         counts, lengths = read[key]
         weight = idf(turns, len(counts))
         for doc, f in counts.items():

@@ -1,7 +1,10 @@
 """One writer per memory directory: an advisory ``flock`` on ``DIR/writer.lock``.
 
-SQLite would serialise writers by itself, but the FAISS index file and the slot states are
-written from memory on close; two writers would each save their own view and lose the other's.
+SQLite would serialise writers' transactions by itself, but a write reads before it writes:
+duplicates are checked, a namespace's slot state is read, folded with the new turns and written
+back, and the approximate index is retrained from what is stored. Two writing processes would
+each act on a view the other is changing (a turn stored twice, a slot update lost); a memory
+that many processes write goes through one server, or lives in PostgreSQL.
 Within one process a second writer is refused at once (its own open ``ContextMemory`` is the
 one to use: it is thread-safe); another process's is waited for, up to ``timeout``.
 """

@@ -2,14 +2,20 @@
 
 A memory directory records the last migration it applied (``PRAGMA user_version``); opening it
 applies the ones after that. Never edit a released migration: append a new one.
+
+The recorded version is checked against the tables first (:data:`TABLES`): a version that was
+altered (set back to 0, to -1, to an older one) would otherwise re-run migrations over tables
+that exist. Such a database is refused with :class:`MemoryCorruptError`, unchanged;
+``ctxmem-plugin doctor --repair`` sets the version the tables show (:func:`tables_version`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import PurePath
 
-from ctxmem_plugin.errors import CtxMemError
+from ctxmem_plugin.errors import CtxMemError, MemoryCorruptError
 
 
 def _run(db: sqlite3.Connection, script: str) -> None:
@@ -131,10 +137,91 @@ def _m002_namespace_bm25(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_scale(db: sqlite3.Connection) -> None:
+    """Search cost set by the prefix searched: postings keyed by namespace, cells for large prefixes."""
+    from ctxmem_plugin.storage.bm25 import index_namespaced
+
+    _run(
+        db,
+        """
+        -- The postings again, each token suffixed with its turn's namespace key in hex
+        -- ("dog_75312f" for "dog" in "u1/"): one term range holds a term's postings under a
+        -- prefix, and nothing else. Contentless: the store writes and deletes its rows.
+        CREATE VIRTUAL TABLE turns_nsfts USING fts5(terms, content='', tokenize="ascii tokenchars '_'");
+        CREATE VIRTUAL TABLE turns_nsfts_instance USING fts5vocab(turns_nsfts, 'instance');
+
+        -- The approximate index of large prefixes (storage/ann.py): trained centroids, and the
+        -- cell of every turn once they exist. A deleted turn leaves its cell with it.
+        CREATE TABLE ann_centroids (
+            version    INTEGER PRIMARY KEY,
+            nlist      INTEGER NOT NULL,
+            dim        INTEGER NOT NULL,
+            trained_on INTEGER NOT NULL,
+            centroids  BLOB NOT NULL
+        );
+        CREATE TABLE ann_cells (
+            cell      INTEGER NOT NULL,
+            namespace TEXT NOT NULL,
+            id        INTEGER NOT NULL,
+            PRIMARY KEY (cell, namespace, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX ann_cells_id ON ann_cells(id);
+        CREATE TRIGGER turns_ann_ad AFTER DELETE ON turns BEGIN
+            DELETE FROM ann_cells WHERE id = old.id;
+        END;
+        """,
+    )
+    index_namespaced(db)  # turns written before this migration get their namespaced postings now
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_namespace_bm25", _m002_namespace_bm25),
+    ("003_scale", _m003_scale),
 ]
+
+
+TABLES: dict[int, frozenset[str]] = {
+    0: frozenset(),
+    1: frozenset({"meta", "turns", "turns_fts", "slot_states"}),
+    2: frozenset({"meta", "turns", "turns_fts", "slot_states", "turns_fts_instance", "namespace_stats"}),
+    3: frozenset({"meta", "turns", "turns_fts", "slot_states", "turns_fts_instance", "namespace_stats",
+                  "turns_nsfts", "turns_nsfts_instance", "ann_centroids", "ann_cells"}),
+}
+"""The tables (virtual ones included) of each schema version; others in the file are not looked at."""
+
+_KNOWN = frozenset().union(*TABLES.values())
+
+
+def tables_version(db: sqlite3.Connection) -> int | None:
+    """The schema version whose tables the database holds, or ``None`` if it matches none."""
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} & _KNOWN
+    return next((version for version, tables in TABLES.items() if names == tables), None)
+
+
+def _location(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None and row[2] else "memory.sqlite3"
+
+
+def recorded_version(db: sqlite3.Connection, path: object = None) -> int:
+    """``PRAGMA user_version``, checked against the tables (see the module docstring).
+
+    Raises:
+        CtxMemError: a version newer than this code.
+        MemoryCorruptError: a negative version, or one that does not match the tables.
+    """
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    _refuse_newer(current)
+    found = tables_version(db)
+    if current < 0 or found != current:
+        where = path if path is not None else _location(db)
+        shows = "no known schema" if found is None else f"the tables of version {found}"
+        raise MemoryCorruptError(
+            f"{where}: schema version {current} does not match its tables ({shows}): altered or damaged; "
+            f"`ctxmem-plugin doctor --memory {PurePath(str(where)).parent} --repair` restores the version the tables show"
+        )
+    return int(current)
 
 
 def _refuse_newer(current: int) -> None:
@@ -147,8 +234,7 @@ def _refuse_newer(current: int) -> None:
 
 def migrate(db: sqlite3.Connection) -> int:
     """Apply every migration newer than the database; return the schema version reached."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
-    _refuse_newer(current)
+    current = recorded_version(db)
     for version, (_name, apply) in enumerate(MIGRATIONS[current:], start=current + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -163,7 +249,7 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def require_current(db: sqlite3.Connection, path: object) -> None:
     """Refuse to read a memory whose schema is older than this code (reading cannot migrate it)."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
+    current = recorded_version(db, path)
     if current < len(MIGRATIONS):
         raise CtxMemError(
             f"{path}: memory schema version {current} predates this ctxmem-plugin ({len(MIGRATIONS)}); "

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.api import MemoryAPI
 from ctxmem_plugin.namespaces import Namespace
 
 
 def dense_search(
-    memory: ContextMemory, vector: np.ndarray, prefix: Namespace, k: int, filters: dict[str, Any] | None
+    memory: MemoryAPI, vector: np.ndarray, prefix: Namespace, k: int, filters: dict[str, Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k`` ``(ids, cosine scores, stored vectors)`` under ``prefix`` matching ``filters``.
 

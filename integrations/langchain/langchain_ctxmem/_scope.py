@@ -77,7 +77,7 @@ def thread_id(runtime: Any, config: Mapping[str, Any] | None = None) -> str | No
 def thread_namespace(space: core_ns.Namespace, thread: str) -> core_ns.Namespace:
     """Where a thread's turns live under the user's namespace: one escaped label more.
 
-    The middleware saves a thread there, and the thread is the focus of its recall and of the
-    ``search_memory`` tool: one definition keeps the two the same namespace.
+    The middleware saves a thread there (its recall and the ``search_memory`` tool take the
+    thread's messages from the run itself, as the search's ``history``).
     """
     return (*space, escape_label(thread))

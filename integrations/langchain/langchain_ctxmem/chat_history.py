@@ -13,7 +13,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.api import MemoryAPI
 from ctxmem_plugin.records import StoredTurn
 from langchain_ctxmem._messages import from_turn, to_turn
 
@@ -22,7 +22,7 @@ class CtxMemChatMessageHistory(BaseChatMessageHistory):
     """Chat message history stored as turns of one ctxmem namespace.
 
     Args:
-        memory: the ``ContextMemory`` to keep the messages in.
+        memory: the memory (``ContextMemory`` or ``RemoteMemory``) to keep the messages in.
         namespace: the conversation's namespace (a tuple, or ``"user/session"``).
 
     Example:
@@ -31,7 +31,7 @@ class CtxMemChatMessageHistory(BaseChatMessageHistory):
         >>> RunnableWithMessageHistory(chain, lambda sid: CtxMemChatMessageHistory(mem, ("s", sid)))  # doctest: +SKIP
     """
 
-    def __init__(self, memory: ContextMemory, namespace: Sequence[str] | str) -> None:
+    def __init__(self, memory: MemoryAPI, namespace: Sequence[str] | str) -> None:
         self.memory = memory
         self.namespace = core_ns.validate(namespace)
 

@@ -19,15 +19,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import ConfigDict, Field, field_validator
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.retrieval.context import pack_hits
+from langchain_ctxmem._memory import MemoryField
 
 
 class CtxMemMemory(BaseMemory):
     """Retrieval memory for legacy chains, backed by ctxmem.
 
     Args:
-        memory: the ``ContextMemory``.
+        memory: the memory (``ContextMemory`` or ``RemoteMemory``).
         namespace: where this conversation is saved and searched (a prefix search: saving
             under ``("u1", "s1")`` and searching ``("u1",)`` finds every session of ``u1``).
         search_namespace: the prefix searched on load; ``None`` = ``namespace``. The
@@ -43,7 +43,7 @@ class CtxMemMemory(BaseMemory):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    memory: ContextMemory
+    memory: MemoryField
     namespace: tuple[str, ...]
     search_namespace: tuple[str, ...] | None = None
     memory_key: str = "history"

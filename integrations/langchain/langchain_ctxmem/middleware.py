@@ -20,7 +20,7 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.api import MemoryAPI
 from ctxmem_plugin.records import Hit
 from ctxmem_plugin.retrieval.context import render_hits
 from langchain_ctxmem._messages import ROLES, message_text, thread_history, to_turn
@@ -38,7 +38,7 @@ class CtxMemMiddleware(AgentMiddleware):
     """Agent middleware that gives the model ctxmem long-term memory.
 
     Args:
-        memory: the ``ContextMemory``.
+        memory: the memory (``ContextMemory`` or ``RemoteMemory``).
         namespace: the user's namespace template; ``{names}`` are filled from the run's context
             (``agent.invoke(..., context={"user_id": ...})``) or ``config["configurable"]``.
             A missing value is an error, never a shared namespace.
@@ -60,7 +60,7 @@ class CtxMemMiddleware(AgentMiddleware):
 
     def __init__(
         self,
-        memory: ContextMemory,
+        memory: MemoryAPI,
         *,
         namespace: Sequence[str] = ("users", "{user_id}"),
         k: int = 5,

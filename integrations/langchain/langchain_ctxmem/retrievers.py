@@ -12,8 +12,8 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import Hit
+from langchain_ctxmem._memory import MemoryField
 from langchain_ctxmem._messages import thread_history
 
 
@@ -25,7 +25,7 @@ class CtxMemRetriever(BaseRetriever):
     ``timestamp``, ``signals`` (which retrieval signal found it) and the turn's ``metadata``.
 
     Args:
-        memory: the ``ContextMemory`` to search.
+        memory: the memory (``ContextMemory`` or ``RemoteMemory``) to search.
         namespace: the namespace prefix to search under (a security boundary: nothing outside
             it can be returned).
         k: how many documents to return; ``invoke(query, k=...)`` overrides it per call.
@@ -44,7 +44,7 @@ class CtxMemRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    memory: ContextMemory
+    memory: MemoryField
     namespace: tuple[str, ...] = ()
     k: int = Field(default=4, ge=0)
     filters: dict[str, Any] | None = None

@@ -51,6 +51,7 @@ from langgraph.store.base import (
 )
 
 from ctxmem_plugin import namespaces as core_ns
+from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.records import StoredTurn
 from langchain_ctxmem._memory import MemoryLike, open_memory
 from langchain_ctxmem._namespaces import from_core, to_core
@@ -66,18 +67,26 @@ NOT_INDEXED = "(not indexed)"
 
 DEFAULT_ROOT: tuple[str, ...] = ("langgraph-store",)
 
+REMOTE_TTL = (
+    "TTLs are kept in a table beside a memory's directory, which a memory server's clients do not share: "
+    "a CtxMemStore over a RemoteMemory supports no TTL (put without ttl, or open the memory directory itself)"
+)
+
 
 class CtxMemStore(BaseStore):
-    """LangGraph long-term memory store backed by a ctxmem ``ContextMemory``.
+    """LangGraph long-term memory store backed by a ctxmem memory.
 
     Args:
-        memory: an open ``ContextMemory`` (left open by :meth:`close`) or a directory to open.
+        memory: an open memory (``ContextMemory`` or ``RemoteMemory``, left open by :meth:`close`),
+            a directory or a memory server's URL to open.
         index: like ``InMemoryStore``'s: ``fields`` (JSON paths to index, default ``["$"]``, the
             whole value); ``embed`` (a LangChain ``Embeddings``, a function or a provider string)
             and ``dims`` only when ``memory`` is a path: the memory is then opened with them.
             Without ``embed`` the memory's own encoder (all-MiniLM-L6-v2 by default) is used.
         ttl: TTL settings (``default_ttl`` minutes, ``refresh_on_read``). Expired items are
             deleted before each batch runs, so ``sweep_interval_minutes`` is not needed.
+            A memory in PostgreSQL or behind a memory server has no TTLs (``supports_ttl`` is
+            then ``False``): ``put(..., ttl=...)`` raises ``NotImplementedError``.
         root: core namespace labels that every store namespace lives under, so the store
             never sees turns written by other integrations into the same memory. ``()`` puts
             store namespaces at the top level (for a memory used by this store alone).
@@ -115,7 +124,16 @@ class CtxMemStore(BaseStore):
         self.root = core_ns.validate(tuple(root), allow_empty=True)
         self.ttl_config = ttl
         self._clock = clock
-        self._ttl = None if self.memory.read_only else TTLTable(self.memory.path)
+        # Expiries live in a table beside an embedded memory's directory. A database-backed
+        # memory has no such place, and a memory server's client none to share with the
+        # server's other clients, so TTLs are refused there (LangGraph's NotImplementedError on put).
+        local = isinstance(self.memory, ContextMemory)
+        self.supports_ttl = local and self.memory.path is not None
+        if not local and ttl is not None and ttl.get("default_ttl") is not None:
+            raise NotImplementedError(REMOTE_TTL)
+        if local and not self.supports_ttl and ttl and ttl.get("default_ttl") is not None:
+            raise ValueError(f"TTLs need an embedded memory (a directory); {self.memory.store.location} is a database")
+        self._ttl = TTLTable(self.memory.path) if self.supports_ttl and not self.memory.read_only else None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -282,6 +300,8 @@ class CtxMemStore(BaseStore):
                 expiring.append((*entry, float(op.ttl)))
             else:
                 lasting.append(entry)
+        if expiring and not self.supports_ttl:
+            raise NotImplementedError(REMOTE_TTL)
         if expiring and self._ttl is None:
             raise ValueError("TTLs need a writable memory")
         if self._ttl is not None:

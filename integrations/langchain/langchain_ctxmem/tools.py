@@ -13,7 +13,7 @@ from typing import Any
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool
 
-from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.api import MemoryAPI
 from ctxmem_plugin.retrieval.context import format_hit
 from langchain_ctxmem._messages import thread_history
 from langchain_ctxmem._scope import resolve
@@ -23,12 +23,12 @@ SAVED = "saved"
 
 
 def create_memory_tools(
-    memory: ContextMemory, namespace: Sequence[str] = ("users", "{user_id}"), *, k: int = 5
+    memory: MemoryAPI, namespace: Sequence[str] = ("users", "{user_id}"), *, k: int = 5
 ) -> list[BaseTool]:
     """``[save_memory, search_memory]`` tools over ``memory``.
 
     Args:
-        memory: the ``ContextMemory``.
+        memory: the memory (``ContextMemory`` or ``RemoteMemory``).
         namespace: the user's namespace template, filled from the run's context/config.
         k: hits returned by ``search_memory``.
     """

@@ -24,10 +24,10 @@ from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ctxmem_plugin import namespaces as core_ns
-from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.api import MemoryAPI, is_memory
 from ctxmem_plugin.records import StoredTurn
 from langchain_ctxmem._dense import dense_search
-from langchain_ctxmem._memory import MemoryLike
+from langchain_ctxmem._memory import MemoryLike, open_memory
 from langchain_ctxmem.embeddings import CtxMemEmbeddings, LangChainEncoder
 
 BLANK = "(empty document)"
@@ -41,11 +41,12 @@ Method = Literal["hybrid", "dense", "bm25"]
 
 
 class CtxMemVectorStore(VectorStore):
-    """LangChain vector store backed by a ctxmem ``ContextMemory``.
+    """LangChain vector store backed by a ctxmem memory.
 
     Args:
-        memory: an open ``ContextMemory``, a directory, or ``None`` for a temporary directory
-            (deleted when the store is closed or garbage-collected).
+        memory: an open memory (``ContextMemory`` or ``RemoteMemory``), a directory, a memory
+            server's URL, or ``None`` for a temporary directory (deleted when the store is
+            closed or garbage-collected).
         embedding: a LangChain ``Embeddings``; the memory is then opened with it as its encoder
             (so ``memory`` must be a path or ``None``). Without it, the memory's own encoder
             is used (all-MiniLM-L6-v2 by default) and exposed as :attr:`embeddings`.
@@ -68,20 +69,20 @@ class CtxMemVectorStore(VectorStore):
         method: Method = "hybrid",
     ) -> None:
         self._tempdir: str | None = None
-        if isinstance(memory, ContextMemory):
-            wrapped = getattr(memory.encoder, "embeddings", None)
+        if is_memory(memory):
+            wrapped = getattr(memory.encoder, "embeddings", None)  # type: ignore[union-attr]
             if embedding is not None and wrapped is not embedding:
                 raise ValueError(
-                    "this ContextMemory has its own encoder; open it with ContextMemory(path, "
+                    "this memory has its own encoder; open it with ContextMemory(path, "
                     "encoder=LangChainEncoder(embedding)) or pass a path and embedding= here"
                 )
-            self.memory, self._owns_memory = memory, False
+            self.memory, self._owns_memory = memory, False  # type: ignore[assignment]
         else:
             if memory is None:
                 self._tempdir = tempfile.mkdtemp(prefix="ctxmem-vectorstore-")
                 memory = Path(self._tempdir)
             encoder = None if embedding is None else LangChainEncoder(embedding, strip_prefix=_DOC_PREFIX)
-            self.memory, self._owns_memory = ContextMemory(memory, encoder=encoder), True
+            self.memory, self._owns_memory = open_memory(memory, encoder)
         self._embedding = embedding if embedding is not None else CtxMemEmbeddings(self.memory.encoder)
         self.namespace = core_ns.validate(tuple(namespace))
         self.method = method
@@ -283,7 +284,7 @@ def _document(turn: StoredTurn) -> Document:
     )
 
 
-def _close(memory: ContextMemory, tempdir: str | None) -> None:
+def _close(memory: MemoryAPI, tempdir: str | None) -> None:
     memory.close()
     if tempdir is not None:
         shutil.rmtree(tempdir, ignore_errors=True)

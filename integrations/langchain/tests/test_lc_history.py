@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.retrieval.history import CONCAT_TURNS, concat_query
 from langchain_ctxmem import CtxMemChatMessageHistory, CtxMemMemory
+
+
+@pytest.fixture(params=["local", "remote"])
+def memory(request: pytest.FixtureRequest, make_memory: Any) -> Any:
+    """Each test runs on a ContextMemory and through a memory server (RemoteMemory)."""
+    return make_memory(request.param)
 
 
 def test_history_round_trips_messages_exactly(memory: ContextMemory) -> None:

@@ -21,6 +21,12 @@ from langchain_ctxmem import CtxMemMiddleware
 from langchain_ctxmem._scope import MissingScopeError
 
 
+@pytest.fixture(params=["local", "remote"])
+def memory(request: pytest.FixtureRequest, make_memory: Any) -> Any:
+    """Each test runs on a ContextMemory and through a memory server (RemoteMemory)."""
+    return make_memory(request.param)
+
+
 class UserContext(TypedDict):
     user_id: str
 

@@ -17,8 +17,8 @@ from langchain_ctxmem import CtxMemRetriever, CtxMemVectorStore, LangChainEncode
 
 class TestCtxMemVectorStoreStandard(VectorStoreIntegrationTests):
     @pytest.fixture
-    def vectorstore(self, tmp_path: Path) -> Iterator[VectorStore]:  # type: ignore[override]
-        store = CtxMemVectorStore(tmp_path / "vs", embedding=self.get_embeddings())
+    def vectorstore(self, new_location: Any) -> Iterator[VectorStore]:  # type: ignore[override]
+        store = CtxMemVectorStore(new_location("vs"), embedding=self.get_embeddings())
         try:
             yield store
         finally:

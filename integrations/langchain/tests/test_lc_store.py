@@ -132,9 +132,9 @@ def test_values_must_be_json(memory: ContextMemory) -> None:
 # -- TTL ----------------------------------------------------------------------------------------
 
 
-def test_ttl_expires_after_last_access(memory: ContextMemory) -> None:
+def test_ttl_expires_after_last_access(embedded_memory: ContextMemory) -> None:
     clock = Clock()
-    store = CtxMemStore(memory, clock=clock)
+    store = CtxMemStore(embedded_memory, clock=clock)
     store.put(("u",), "short", {"text": "short lived"}, ttl=1.0)
     store.put(("u",), "long", {"text": "long lived"})
     clock.now += 50
@@ -147,21 +147,21 @@ def test_ttl_expires_after_last_access(memory: ContextMemory) -> None:
     assert store.list_namespaces() == [("u",)]
 
 
-def test_ttl_without_refresh_and_swept_from_every_read(memory: ContextMemory) -> None:
+def test_ttl_without_refresh_and_swept_from_every_read(embedded_memory: ContextMemory) -> None:
     clock = Clock()
-    store = CtxMemStore(memory, clock=clock, ttl={"refresh_on_read": False})
+    store = CtxMemStore(embedded_memory, clock=clock, ttl={"refresh_on_read": False})
     store.put(("t",), "k", {"v": 1}, ttl=0.5)
     clock.now += 20
     assert store.get(("t",), "k") is not None  # refresh_on_read False: the clock keeps running
     clock.now += 11
     assert store.search(("t",)) == []
     assert store.list_namespaces() == []
-    assert memory.get_by_key(("langgraph-store", "t"), "k") is None  # deleted, not only hidden
+    assert embedded_memory.get_by_key(("langgraph-store", "t"), "k") is None  # deleted, not only hidden
 
 
-def test_default_ttl_and_put_without_ttl_makes_permanent(memory: ContextMemory) -> None:
+def test_default_ttl_and_put_without_ttl_makes_permanent(embedded_memory: ContextMemory) -> None:
     clock = Clock()
-    store = CtxMemStore(memory, clock=clock, ttl={"default_ttl": 1.0})
+    store = CtxMemStore(embedded_memory, clock=clock, ttl={"default_ttl": 1.0})
     store.put(("d",), "a", {"v": 1})  # default TTL
     store.put(("d",), "b", {"v": 2}, ttl=None)  # explicitly permanent
     store.put(("d",), "c", {"v": 3}, ttl=1.0)
@@ -179,13 +179,28 @@ def test_ttl_survives_reopen(tmp_path: Path, hash_encoder: Any) -> None:
         assert CtxMemStore(mem, clock=clock).get(("u",), "k") is None
 
 
-async def test_ttl_async(memory: ContextMemory) -> None:
+async def test_ttl_async(embedded_memory: ContextMemory) -> None:
     clock = Clock()
-    store = CtxMemStore(memory, clock=clock)
+    store = CtxMemStore(embedded_memory, clock=clock)
     await store.aput(("u",), "k", {"v": 1}, ttl=1.0)
     clock.now += 61
     assert await store.aget(("u",), "k") is None
     assert store.supports_ttl
+
+
+def test_ttl_is_refused_on_a_database_memory(memory: ContextMemory) -> None:
+    """A memory in PostgreSQL keeps no expiries: a TTL is refused as LangGraph refuses it, never ignored."""
+    if memory.path is not None:
+        assert CtxMemStore(memory).supports_ttl
+        return
+    store = CtxMemStore(memory)
+    assert not store.supports_ttl
+    with pytest.raises(NotImplementedError, match="TTL"):
+        store.put(("u",), "k", {"v": 1}, ttl=1.0)
+    with pytest.raises(ValueError, match="TTLs need an embedded memory"):
+        CtxMemStore(memory, ttl={"default_ttl": 1.0})
+    store.put(("u",), "k", {"v": 1})
+    assert store.get(("u",), "k").value == {"v": 1}
 
 
 def test_reference_rejects_ttl() -> None:

@@ -1,6 +1,8 @@
 """Differential suite: every case runs against InMemoryStore (the reference) and CtxMemStore.
 
 No conformance kit exists for LangGraph stores, so the reference implementation is the spec.
+Every case runs on a store over a ContextMemory in a directory and in a PostgreSQL database, and
+on one over a memory server's client (RemoteMemory), so the store works unchanged through a server.
 Each case is run sync (``put``/``search``/``batch``...) and async (``aput``/``asearch``/
 ``abatch``...) and the two stores must give the same items (namespace, key, value), the same
 namespaces and the same exception types. Scores and timestamps are not compared (different
@@ -11,6 +13,7 @@ searches compare the best hit, the set, and that unscored (non-indexed) items co
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ from langgraph.store.base import GetOp, Item, ListNamespacesOp, MatchCondition, 
 from langgraph.store.memory import InMemoryStore
 
 from ctxmem_plugin.memory import ContextMemory
+from ctxmem_plugin.remote import RemoteMemory
+from ctxmem_plugin.server.testing import ServerProcess
 from langchain_ctxmem import CtxMemEmbeddings, CtxMemStore
 
 ASYNC_NAMES = {"batch": "abatch"}
@@ -79,17 +84,38 @@ def mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def hash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One memory server for the module's remote cases; each store lives under a root of its own."""
+    with ServerProcess(tmp_path_factory.mktemp("served") / "m", encoder="hash") as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded", "postgres", "remote"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the store's memory is: a ContextMemory here (a directory, a PostgreSQL database), or
+    a memory server reached with RemoteMemory."""
+    return request.param
+
+
 @pytest.fixture
-def make_pair(tmp_path: Path, hash_encoder: Any, mode: str) -> Iterator[Any]:
-    memories: list[ContextMemory] = []
+def make_pair(new_location: Any, hash_encoder: Any, mode: str, backend: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The reference and a CtxMemStore over a fresh memory: a directory, a PostgreSQL database, or a memory server."""
+    memories: list[Any] = []
 
     def make(fields: list[str] | None = None) -> Pair:
-        mem = ContextMemory(tmp_path / f"m{len(memories)}", encoder=hash_encoder)
+        store_options: dict[str, Any] = {"index": {"fields": fields} if fields else None}
+        if backend != "remote":
+            mem: Any = ContextMemory(new_location(f"m{len(memories)}"), encoder=hash_encoder)
+        else:
+            request.getfixturevalue("loopback")
+            mem = RemoteMemory(request.getfixturevalue("hash_server").url)
+            store_options["root"] = ("t", uuid.uuid4().hex)  # a fresh store in the shared memory
         memories.append(mem)
         index: dict[str, Any] = {"dims": hash_encoder.dim, "embed": CtxMemEmbeddings(hash_encoder)}
         if fields is not None:
             index["fields"] = fields
-        return Pair(InMemoryStore(index=index), CtxMemStore(mem, index={"fields": fields} if fields else None), mode)
+        return Pair(InMemoryStore(index=index), CtxMemStore(mem, **store_options), mode)
 
     yield make
     for mem in memories:
