@@ -245,8 +245,7 @@ class ContextMemory:
         base = ns.validate(namespace)
         for log in logs:
             report.invalid += [str(e) for e in log.skipped]
-            entries = [st.entry((*base, st.conversation) if split_conversations else base) for st in log.turns]
-            ids = self.write(entries, progress=progress)
+            ids = self.write(log.entries(base, split_conversations=split_conversations), progress=progress)
             added = sum(1 for i in ids if i >= 0)
             report.added += added
             report.duplicates += len(ids) - added
