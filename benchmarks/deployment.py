@@ -15,9 +15,10 @@ Unix socket on the same machine.
 
 ``--part ingest`` (or ``all``) measures ``ctxmem-plugin ingest`` itself, encoding included: the
 first ``--conversations`` LoCoMo dev conversations, one file each, ingested with
-all-MiniLM-L6-v2 into PostgreSQL by one process, then with ``--ray --ray-workers 2`` (a local
-Ray) into another database; both runs are the CLI in a fresh process, start-up included in
-``wall_seconds``. Results in ``--ingest-out``.
+all-MiniLM-L6-v2 into PostgreSQL by one process (torch's default threads, then one thread, as
+Ray gives a 1-CPU worker), then with ``--ray --ray-workers 2`` (a local Ray), each into its own
+database; every run is the CLI in a fresh process, start-up included in ``wall_seconds``.
+Results in ``--ingest-out``.
 """
 
 from __future__ import annotations
@@ -85,9 +86,13 @@ def timed_searches(mem: ContextMemory, asks: list[tuple[str, tuple[str, ...]]], 
     return percentiles(lat), ids
 
 
-def ingest_cli(logs: Path, url: str, *extra: str) -> dict[str, object]:
-    """``ctxmem-plugin ingest`` in a fresh process (as a user runs it); its JSON summary."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+def ingest_cli(logs: Path, url: str, *extra: str, threads: int | None = None) -> dict[str, object]:
+    """``ctxmem-plugin ingest`` in a fresh process (as a user runs it); its JSON summary.
+
+    ``threads`` sets ``OMP_NUM_THREADS`` (torch's threads); by default torch takes one per core.
+    """
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "ctxmem_plugin.cli", "ingest", str(logs), "--memory", url, "-n", "bench", "--json", *extra]
     t = time.perf_counter()
@@ -111,17 +116,20 @@ def ingest_throughput(args: argparse.Namespace) -> None:
             (logs / f"{sample['sample_id']}.json").write_text(json.dumps([sample]))
         server = LocalPostgres(Path(tmp) / "pg")
         try:
-            single, distributed = server.create_database("single"), server.create_database("ray")
+            single, single1, distributed = (server.create_database(n) for n in ("single", "single1", "ray"))
             results["single_process"] = ingest_cli(logs, single)
             print(f"single process: {results['single_process']}")
+            # Ray gives each 1-CPU worker one torch thread: the same process with one thread too.
+            results["single_process_1_thread"] = ingest_cli(logs, single1, threads=1)
+            print(f"single process, 1 torch thread: {results['single_process_1_thread']}")
             results["ray"] = ingest_cli(logs, distributed, "--ray", "--ray-workers", str(args.workers))
             print(f"ray, {args.workers} workers: {results['ray']}")
             counts = []
-            for url in (single, distributed):
+            for url in (single, single1, distributed):
                 with ContextMemory(url, encoder=TableEncoder("unused", 1, {}), read_only=True) as mem:
                     counts.append(mem.stats()["turns"])
-            results["same_turn_count"] = counts[0] == counts[1]
-            print(f"turns stored: single {counts[0]}, ray {counts[1]}")
+            results["same_turn_count"] = len(set(counts)) == 1
+            print(f"turns stored: single {counts[0]}, single 1 thread {counts[1]}, ray {counts[2]}")
         finally:
             server.stop()
     results["load_average_after"] = os.getloadavg()
