@@ -141,7 +141,8 @@ def _write_all(
 ) -> Iterable[tuple[int, int]]:
     """Hand the files to the writers, the largest first, each writer one file at a time."""
     queue = sorted((item for item in logs if item[1]), key=lambda item: -item[1])
-    idle, running = list(writers), {}
+    idle: list[Any] = list(writers)
+    running: dict[Any, tuple[Any, int]] = {}  # result reference -> (writer, turns of its file)
     while queue or running:
         while idle and queue:
             log, turns = queue.pop(0)
