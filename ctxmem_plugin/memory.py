@@ -283,7 +283,11 @@ class ContextMemory:
         return report
 
     def delete(self, ids: Sequence[int]) -> list[int]:
-        """Delete turns by id; returns the ids that existed."""
+        """Delete turns by id; returns the ids that existed.
+
+        Their words leave the full-text indexes' files when this memory is closed (a merge of
+        the indexes, as :meth:`forget` runs at once), or on the next open after a crash.
+        """
         self._writable()
         ids = _ids(ids)
         with self._guard, self.store.transaction():
@@ -293,7 +297,9 @@ class ContextMemory:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
         Deleted content is overwritten in the database file, the full-text indexes are merged and
-        the WAL is truncated, so nothing of it is left on disk. Returns the count.
+        the WAL is truncated, so nothing of it is left on disk. The delete's transaction records a
+        pending scrub: if the process dies before the scrub ends, the next writer to open the
+        memory runs it. Returns the count.
         """
         self._writable()
         space = ns.validate(namespace)

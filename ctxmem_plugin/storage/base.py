@@ -128,8 +128,9 @@ class MemoryStore(Protocol):
         """Delete every turn and slot state under ``prefix``; returns the deleted ids."""
         ...
 
-    def scrub(self) -> None:
-        """After a forget: make deletions physical (no deleted text left in files or pages)."""
+    def scrub(self) -> bool:
+        """Make committed deletions physical (no deleted text left in files or pages); whether
+        that is done (``False``: another process's read keeps some, finished on a later open)."""
         ...
 
     def set_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
