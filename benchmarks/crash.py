@@ -154,10 +154,11 @@ def inspect(directory: Path, encoder: TextEncoder) -> tuple[list[str], dict[str,
     return problems, by_text
 
 
-def leaked(directory: Path, absent: list[int]) -> list[int]:
-    """The turns among ``absent`` whose word some file of ``directory`` still holds."""
-    blobs = [p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()]
-    return [n for n in absent if any(probe(n) in blob for blob in blobs)]
+def leaked(directory: Path, absent: list[int]) -> dict[int, list[str]]:
+    """The turns among ``absent`` whose word some file of ``directory`` still holds, with those files."""
+    blobs = {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    found = {n: [name for name, blob in blobs.items() if probe(n) in blob] for n in absent}
+    return {n: names for n, names in found.items() if names}
 
 
 def kill_after(proc: subprocess.Popen, delay: float) -> None:
@@ -226,7 +227,7 @@ def ingest_round(encoder: str, enc: TextEncoder, memory: Path, logs: list[tuple[
     absent = [n for n in every if text(n) not in by_text]
     result.words_checked = len(absent)
     if absent and (leaks := leaked(memory, absent)):
-        problems.append(f"{len(leaks)} word(s) of turns not stored are in the memory's files")
+        problems.append(f"{len(leaks)} word(s) of turns not stored are in the memory's files: {leaks}")
     rerun = subprocess.run(ingest_cmd(encoder, memory, logs), capture_output=True, text=True)
     if rerun.returncode != 0:
         problems.append(f"the re-run failed: {rerun.stderr.strip()[-300:]}")
@@ -295,7 +296,8 @@ def add_round(encoder: str, enc: TextEncoder, memory: Path, index: int, max_dela
     absent = [n for n in written if text(n) not in by_text]
     result.words_checked = len(absent)
     if absent and (leaks := leaked(memory, absent)):
-        problems.append(f"{len(leaks)} word(s) of turns not stored (forgotten or never committed) are in the memory's files")
+        kinds = {n: "forgotten" if n in acks.forgotten else "not acknowledged" for n in leaks}
+        problems.append(f"{len(leaks)} word(s) of turns not stored are in the memory's files: {leaks} {kinds}")
     result.problems = problems
     return result
 

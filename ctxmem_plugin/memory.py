@@ -296,8 +296,8 @@ class ContextMemory:
     def forget(self, namespace: NamespaceLike) -> int:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
-        Deleted content is overwritten in the database file, the full-text indexes are merged and
-        the WAL is truncated, so nothing of it is left on disk. The delete's transaction records a
+        Deleted content is overwritten in the database file, the full-text indexes are merged, the
+        file is rewritten (``VACUUM``) and the WAL is truncated, so nothing of it is left on disk. The delete's transaction records a
         pending scrub: if the process dies before the scrub ends, the next writer to open the
         memory runs it. Returns the count.
         """

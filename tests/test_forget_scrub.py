@@ -9,6 +9,7 @@ with the mark still set (a crash came between) scrubs before anything else.
 
 from __future__ import annotations
 
+import random
 import signal
 import sqlite3
 import subprocess
@@ -99,3 +100,29 @@ def test_delete_and_key_replacement_leave_no_words_once_closed(tmp_path: Path) -
     with ContextMemory(memory, encoder=HashEncoder()) as mem:
         assert [t.content for t in mem.list_turns(())] == ["keep", "new text"]
     assert check(memory) == []
+
+
+def test_repeated_forgets_between_writes_leave_no_word_in_any_page(tmp_path: Path) -> None:
+    """SQLite leaves bytes of deleted rows in the unused middle of pages it rebuilds: with this
+    seed a forgotten word stayed in a live page of ``turns_nsfts_data`` after the FTS merge,
+    until the scrub rewrote the file (``VACUUM``)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from crash import SCRATCH, SPACES, probe, text
+
+    rng = random.Random(8)
+    n, forgotten, forgets = 0, [], 0
+    with ContextMemory(tmp_path, encoder=HashEncoder()) as mem:
+        while forgets < 45:
+            if rng.random() < 0.1:
+                size = rng.randint(1, 8)
+                mem.add([{"content": text(n + j)} for j in range(size)], SCRATCH)
+                forgotten += range(n, n + size)
+                n += size
+                mem.forget(SCRATCH)
+                forgets += 1
+                blobs = [p.read_bytes() for p in tmp_path.iterdir() if p.is_file()]
+                assert not [m for m in forgotten if any(probe(m) in b for b in blobs)], forgets
+            else:
+                size = rng.randint(1, 16)
+                mem.add([{"role": "user", "content": text(n + j)} for j in range(size)], rng.choice(SPACES))
+                n += size

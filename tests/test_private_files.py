@@ -55,7 +55,7 @@ def test_forget_says_when_a_reader_keeps_the_text_in_the_log_and_a_rerun_clears_
     encoder = HashEncoder()
     monkeypatch.setattr(ctxmem_plugin.encoders, "SentenceEncoder", lambda model=None, **_: encoder)
     real_connect = sqlite3.connect
-    # The store waits 30 s for readers before giving up on clearing the log; a test waits less.
+    # The store waits up to 2 s for readers before giving up on clearing the log; a test waits less.
     monkeypatch.setattr(ctxmem_plugin.storage.sqlite.sqlite3, "connect", lambda *a, **k: real_connect(*a, **{**k, "timeout": 0.2}))
     memory = tmp_path / "mem"
     with ContextMemory(memory, encoder=encoder) as mem:

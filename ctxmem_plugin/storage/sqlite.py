@@ -38,9 +38,9 @@ _SQL_VARS = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
 SCRUB_PENDING = "scrub_pending"
 """``meta`` key set by the transaction that deletes turns, cleared once :meth:`LongTermStore.scrub`
 has made the deletion physical: a writer that finds it on open (a crash came between) scrubs first."""
-# A scrub run on open or close waits at most this long (ms) for readers of the log; a later open
-# finishes it otherwise.
-_BRIEF_WAIT_MS = 2000
+# A scrub waits at most this long (ms) for readers to let go of the log, then leaves it pending: under
+# a steady stream of searches the log may not be free for long, and the writer holds its lock meanwhile.
+_SCRUB_WAIT_MS = 2000
 # Files of the whole-memory FAISS index that earlier versions kept beside the database.
 _RETIRED_FILES = ("vectors.faiss", "vectors.json", "vectors.tmp")
 
@@ -93,7 +93,7 @@ class LongTermStore:
         self.db.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
         self.tokenizer = bm25_scoring.Tokenizer()
         if not read_only and self.scrub_pending:
-            self._scrub_briefly()  # a deletion committed before a crash (or a busy close) left words in the indexes
+            self.scrub()  # a deletion committed before a crash (or a busy close) left words in the indexes
 
     @property
     def location(self) -> str:
@@ -107,18 +107,9 @@ class LongTermStore:
         """
         try:
             if not self.read_only and self._depth == 0 and self.scrub_pending:
-                self._scrub_briefly()
+                self.scrub()
         finally:
             self.db.close()
-
-    def _scrub_briefly(self) -> None:
-        """:meth:`scrub`, waiting at most a moment for readers: what they keep waits for the next open."""
-        (usual,) = self.db.execute("PRAGMA busy_timeout").fetchone()
-        self.db.execute(f"PRAGMA busy_timeout={min(int(usual), _BRIEF_WAIT_MS)}")
-        try:
-            self.scrub()
-        finally:
-            self.db.execute(f"PRAGMA busy_timeout={int(usual)}")
 
     def flush(self) -> None:
         """Nothing to persist: every write is in the database when its transaction commits."""
@@ -419,10 +410,12 @@ class LongTermStore:
 
         FTS5 deletes by adding "delete" entries: the deleted words stay in the older segments until
         they are merged, so both full-text indexes are merged into one segment each (freed pages are
-        zeroed: ``secure_delete``), then the write-ahead log, which holds earlier page images, is
-        checkpointed and truncated. A reader holding a transaction keeps the log: then this returns
-        ``False`` and the pending mark stays, so the next writer to open the memory finishes it.
-        Not inside a transaction: it commits its own.
+        zeroed: ``secure_delete``). SQLite (3.40) does not zero the unused middle of a page it
+        rebuilds while rebalancing a b-tree, where bytes of a deleted row can stay in a live page:
+        ``VACUUM`` then rewrites the file (its cost grows with the memory's size). Last, the
+        write-ahead log, which holds earlier page images, is checkpointed and truncated. A reader holding a transaction keeps the log: after waiting up
+        to 2 s for it this returns ``False`` and the pending mark stays, so the writer's close or
+        the next writer to open the memory finishes it. Not inside a transaction: it commits its own.
         """
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -432,13 +425,19 @@ class LongTermStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            return False
-        if self.scrub_pending:
-            self.db.execute("DELETE FROM meta WHERE key = ?", (SCRUB_PENDING,))  # autocommit
+        self.db.execute("VACUUM")
+        (usual,) = self.db.execute("PRAGMA busy_timeout").fetchone()
+        self.db.execute(f"PRAGMA busy_timeout={min(int(usual), _SCRUB_WAIT_MS)}")
+        try:
             busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return not busy
+            if busy:
+                return False
+            if self.scrub_pending:
+                self.db.execute("DELETE FROM meta WHERE key = ?", (SCRUB_PENDING,))  # autocommit
+                busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(usual)}")
 
     # -- reads ------------------------------------------------------------------------------
 
