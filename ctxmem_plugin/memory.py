@@ -273,7 +273,11 @@ class ContextMemory:
         return ingest_logs(self.write, logs, namespace, split_conversations=split_conversations, progress=progress)
 
     def delete(self, ids: Sequence[int]) -> list[int]:
-        """Delete turns by id; returns the ids that existed."""
+        """Delete turns by id; returns the ids that existed.
+
+        Their words leave the full-text indexes' files when this memory is closed (a merge of
+        the indexes, as :meth:`forget` runs at once), or on the next open after a crash.
+        """
         self._writable()
         ids = arguments.turn_ids(ids)
         with self._guard, self.store.transaction():
@@ -283,8 +287,10 @@ class ContextMemory:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
         In a directory, deleted content is overwritten in the database file, the full-text
-        indexes are merged and the WAL is truncated, so nothing of it is left on disk. In
-        PostgreSQL the rows are deleted (no query can see them once this returns) and the
+        indexes are merged, the file is rewritten (``VACUUM``) and the WAL is truncated, so
+        nothing of it is left on disk; the delete's transaction records a pending scrub, so that
+        if the process dies before the scrub ends, the next writer to open the memory runs it.
+        In PostgreSQL the rows are deleted (no query can see them once this returns) and the
         tables are vacuumed; the freed bytes stay on disk until reused (``docs/deployment.md``
         says how to erase them). Returns the count.
         """
