@@ -9,8 +9,6 @@ is candidates (:mod:`ctxmem_plugin.retrieval`) -> an optional trained re-ranker
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctxmem_plugin import namespaces as ns
-from ctxmem_plugin import safejson
+from ctxmem_plugin import arguments, safejson
 from ctxmem_plugin.encoders import TextEncoder, load_encoder
 from ctxmem_plugin.errors import InputError, ModelMismatchError
 from ctxmem_plugin.filters import Filters
@@ -275,9 +273,13 @@ class ContextMemory:
         return ingest_logs(self.write, logs, namespace, split_conversations=split_conversations, progress=progress)
 
     def delete(self, ids: Sequence[int]) -> list[int]:
-        """Delete turns by id; returns the ids that existed."""
+        """Delete turns by id; returns the ids that existed.
+
+        Their words leave the full-text indexes' files when this memory is closed (a merge of
+        the indexes, as :meth:`forget` runs at once), or on the next open after a crash.
+        """
         self._writable()
-        ids = _ids(ids)
+        ids = arguments.turn_ids(ids)
         with self._guard, self.store.transaction():
             return self.store.delete(ids)
 
@@ -285,8 +287,10 @@ class ContextMemory:
         """Remove everything under ``namespace`` (rows, full-text entries, vectors, slot states).
 
         In a directory, deleted content is overwritten in the database file, the full-text
-        indexes are merged and the WAL is truncated, so nothing of it is left on disk. In
-        PostgreSQL the rows are deleted (no query can see them once this returns) and the
+        indexes are merged, the file is rewritten (``VACUUM``) and the WAL is truncated, so
+        nothing of it is left on disk; the delete's transaction records a pending scrub, so that
+        if the process dies before the scrub ends, the next writer to open the memory runs it.
+        In PostgreSQL the rows are deleted (no query can see them once this returns) and the
         tables are vacuumed; the freed bytes stay on disk until reused (``docs/deployment.md``
         says how to erase them). Returns the count.
         """
@@ -328,7 +332,7 @@ class ContextMemory:
 
     def get(self, ids: Sequence[int]) -> list[StoredTurn]:
         """Turns by id (unknown ids are left out)."""
-        ids = _ids(ids)
+        ids = arguments.turn_ids(ids)
         with self._guard:
             return self.store.get(ids)
 
@@ -350,8 +354,8 @@ class ContextMemory:
     ) -> list[StoredTurn]:
         """Turns under a namespace prefix, without a query (``order``: ``id`` or ``-updated_at``)."""
         if limit is not None:
-            _count("limit", limit)
-        _count("offset", offset)
+            arguments.count("limit", limit)
+        arguments.count("offset", offset)
         if order not in ("id", "-updated_at"):
             raise InputError(f"order must be 'id' or '-updated_at', got {safejson.show(order)}")
         with self._guard:
@@ -409,9 +413,9 @@ class ContextMemory:
                 ``ctxmem``). ``auto`` is ``concat``, the best on held-out threads
                 (docs/benchmarks.md).
         """
-        _query(query)
-        _count("k", k)
-        _count("offset", offset)
+        arguments.query(query)
+        arguments.count("k", k)
+        arguments.count("offset", offset)
         space = ns.validate(namespace, allow_empty=True)
         if method == "auto":
             method = "ctxmem" if self.reranker is not None else "hybrid"
@@ -455,7 +459,7 @@ class ContextMemory:
         Raises:
             InputError: ``k < 0``, a vector that is not finite, or not of the encoder's width.
         """
-        _count("k", k)
+        arguments.count("k", k)
         q = np.asarray(vector, dtype=np.float32).reshape(-1)  # (d,)
         if not np.isfinite(q).all():
             raise InputError("the query vector holds NaN or infinite values")
@@ -476,7 +480,7 @@ class ContextMemory:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored embeddings of turns by id, ``(dim,)`` float32 each; unknown ids are left out."""
-        ids = _ids(ids)
+        ids = arguments.turn_ids(ids)
         with self._guard:
             by_id = self.store.vector_map(ids)
         return {int(i): by_id[int(i)].copy() for i in ids if int(i) in by_id}  # writable, in the order asked
@@ -501,15 +505,15 @@ class ContextMemory:
         fit in ``max_tokens`` (estimated as characters / 4), then shown in the order they were
         said (:func:`ctxmem_plugin.retrieval.context.pack_hits`).
         """
-        _count("max_tokens", max_tokens)
+        arguments.count("max_tokens", max_tokens)
         return render_hits(self.search(query, namespace, k=k, history=history), max_tokens)
 
     def explain(self, query: str, namespace: NamespaceLike, *, top_turns: int = 3) -> dict[str, Any]:
         """Which slots the query attends to, and which turns each of those slots holds most of."""
         if self.reranker is None:
             raise InputError("explain needs a trained model: ContextMemory(path, model=DIR)")
-        _query(query)
-        _count("top_turns", top_turns)
+        arguments.query(query)
+        arguments.count("top_turns", top_turns)
         space = ns.validate(namespace)
         with self._guard:
             self._require_encoder()
@@ -525,7 +529,7 @@ class ContextMemory:
             spaces = self.store.namespaces(())
             files = self.store.sizes()
             turns = sum(c for _, c in spaces)
-            ram = resident_bytes()
+            ram = arguments.resident_bytes()
             return {
                 "path": self.store.location,
                 "turns": turns,
@@ -557,43 +561,3 @@ class ContextMemory:
     acontext = async_twin(context)
     aexplain = async_twin(explain)
     astats = async_twin(stats)
-
-
-def _count(name: str, value: Any) -> int:
-    """``value`` if it is an integer >= 0 (a count, a k, an offset), else an :class:`InputError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InputError(f"{name} must be an integer >= 0, got {safejson.show(value)}")
-    return int(value)
-
-
-def _query(query: Any) -> None:
-    if not isinstance(query, str) or not query.strip():
-        raise InputError("query must be a non-empty string")
-    if not safejson.is_unicode(query):
-        raise InputError("query is not valid Unicode text (a lone surrogate)")
-
-
-def _ids(ids: Any) -> list[int]:
-    """Turn ids as a list of ints, or an :class:`InputError` (a string, a float, an id beyond 64 bits)."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-        raise InputError(f"ids must be a sequence of integers, got {type(ids).__name__}")
-    out = []
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not safejson.INT64[0] <= i <= safejson.INT64[1]:
-            raise InputError(f"ids must be 64-bit integers, got {safejson.show(i)}")
-        out.append(int(i))
-    return out
-
-
-def resident_bytes() -> int | None:
-    """This process's resident memory in bytes (Linux ``/proc``; else the peak, where known)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        try:
-            import resource
-        except ImportError:
-            return None
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -55,7 +55,7 @@ def test_forget_says_when_a_reader_keeps_the_text_in_the_log_and_a_rerun_clears_
     encoder = HashEncoder()
     monkeypatch.setattr(ctxmem_plugin.encoders, "SentenceEncoder", lambda model=None, **_: encoder)
     real_connect = sqlite3.connect
-    # The store waits 30 s for readers before giving up on clearing the log; a test waits less.
+    # The store waits up to 2 s for readers before giving up on clearing the log; a test waits less.
     monkeypatch.setattr(ctxmem_plugin.storage.sqlite.sqlite3, "connect", lambda *a, **k: real_connect(*a, **{**k, "timeout": 0.2}))
     memory = tmp_path / "mem"
     with ContextMemory(memory, encoder=encoder) as mem:
@@ -78,3 +78,29 @@ def test_forget_says_when_a_reader_keeps_the_text_in_the_log_and_a_rerun_clears_
     assert again.stdout.startswith("nothing to forget")
     for path in memory.iterdir():
         assert SECRET.encode() not in path.read_bytes(), path.name
+
+
+def test_what_a_reader_kept_from_forget_is_scrubbed_by_the_next_writer_to_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(ctxmem_plugin.storage.sqlite.sqlite3, "connect", lambda *a, **k: real_connect(*a, **{**k, "timeout": 0.2}))
+    memory = tmp_path / "mem"
+    with ContextMemory(memory, encoder=HashEncoder()) as mem:
+        mem.add([{"content": f"{SECRET} {i}"} for i in range(20)], ("secret",))
+        mem.add([{"content": "keep this"}], ("other",))
+    reader = real_connect(memory / "memory.sqlite3", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM turns").fetchone()
+    try:
+        with ContextMemory(memory, encoder=HashEncoder()) as mem:
+            assert mem.forget(("secret",)) == 20
+            assert mem.store.scrub_pending  # the reader keeps the log: not done
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    with ContextMemory(memory, encoder=HashEncoder()) as mem:  # no forget again: opening finishes it
+        assert not mem.store.scrub_pending
+        for path in memory.iterdir():
+            assert SECRET.encode() not in path.read_bytes(), path.name
+        assert [t.content for t in mem.list_turns(())] == ["keep this"]

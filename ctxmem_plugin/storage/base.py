@@ -145,11 +145,12 @@ class MemoryStore(Protocol):
         """Delete every turn and slot state under ``prefix``; returns the deleted ids."""
         ...
 
-    def scrub(self) -> None:
-        """After a forget: reclaim the deleted rows' storage, as far as the backend can.
+    def scrub(self) -> bool:
+        """Make committed deletions physical, as far as the backend can; whether that is done.
 
-        The embedded store leaves no deleted text in its files; PostgreSQL runs ``VACUUM``
-        (the space is reclaimed, the bytes are overwritten only when reused; see its docs).
+        The embedded store leaves no deleted text in its files or pages (``False``: another
+        process's read keeps some, finished on a later open). PostgreSQL runs ``VACUUM`` (the
+        space is reclaimed, the bytes are overwritten only when reused; see its docs).
         """
         ...
 

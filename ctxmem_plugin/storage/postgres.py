@@ -461,8 +461,9 @@ class PostgresStore:
         conn.execute(f"DELETE FROM ctxmem.slot_states t WHERE {where}", params)
         return sorted(ids)
 
-    def scrub(self) -> None:
-        """After a forget: ``VACUUM`` the tables, so the dead rows' space (and GIN/HNSW entries) is reclaimed.
+    def scrub(self) -> bool:
+        """After a forget: ``VACUUM`` the tables, so the dead rows' space (and GIN/HNSW entries) is
+        reclaimed; ``True`` once it has run (what VACUUM does not erase is said below).
 
         VACUUM does not lock out other front ends, and it does not overwrite the freed space:
         the deleted bytes stay in data pages until reused, and in the WAL (and any archive or
@@ -472,6 +473,7 @@ class PostgresStore:
         with self.pool.connection() as conn:
             for table in ("turns", "namespace_stats", "slot_states"):
                 conn.execute(self._psycopg.sql.SQL("VACUUM ctxmem.{}").format(self._psycopg.sql.Identifier(table)))
+        return True
 
     # -- reads ------------------------------------------------------------------------------
 

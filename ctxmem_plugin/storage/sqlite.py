@@ -36,6 +36,12 @@ from ctxmem_plugin.storage.schema import migrate, require_current
 DB_NAME = "memory.sqlite3"
 VECTOR_DTYPES = ("float32", "float16")
 _SQL_VARS = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
+SCRUB_PENDING = "scrub_pending"
+"""``meta`` key set by the transaction that deletes turns, cleared once :meth:`LongTermStore.scrub`
+has made the deletion physical: a writer that finds it on open (a crash came between) scrubs first."""
+# A scrub waits at most this long (ms) for readers to let go of the log, then leaves it pending: under
+# a steady stream of searches the log may not be free for long, and the writer holds its lock meanwhile.
+_SCRUB_WAIT_MS = 2000
 # Files of the whole-memory FAISS index that earlier versions kept beside the database.
 _RETIRED_FILES = ("vectors.faiss", "vectors.json", "vectors.tmp")
 
@@ -104,17 +110,27 @@ class LongTermStore:
             require_current(self.db, self.path)
         self.db.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
         self.tokenizer = bm25_scoring.Tokenizer()
+        if not read_only and self.scrub_pending:
+            self.scrub()  # a deletion committed before a crash (or a busy close) left words in the indexes
 
     @property
     def location(self) -> str:
         return str(self.directory)
 
     def close(self) -> None:
-        """Close the database (everything is in it already) and release the writer lock."""
+        """Close the database (everything is in it already) and release the writer lock.
+
+        A writer first scrubs what its deletes and key replacements left in the full-text indexes
+        (:meth:`scrub`), waiting a little for readers; what a reader keeps is scrubbed on next open.
+        """
         try:
-            self.db.close()
+            if not self.read_only and self._depth == 0 and self.scrub_pending:
+                self.scrub()
         finally:
-            self._release()
+            try:
+                self.db.close()
+            finally:
+                self._release()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -364,6 +380,8 @@ class LongTermStore:
             self._unindex(rows)
             found += [r[0] for r in rows]
             self.db.execute(f"DELETE FROM turns WHERE id IN ({marks})", chunk)
+        if found:
+            self.set_meta(SCRUB_PENDING, "1")
         return found
 
     def _unindex(self, rows: Sequence[sqlite3.Row]) -> None:
@@ -411,13 +429,48 @@ class LongTermStore:
             last = ids[-1]
         self.db.execute("DELETE FROM turns WHERE namespace >= ? AND namespace < ?", (low, high))
         self.db.execute("DELETE FROM slot_states WHERE namespace >= ? AND namespace < ?", (low, high))
+        if ids:
+            self.set_meta(SCRUB_PENDING, "1")
         return ids
 
-    def scrub(self) -> None:
-        """Make deletions physical: merge the FTS segments (drops deleted tokens) and truncate the WAL."""
-        self.db.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
-        self.db.execute("INSERT INTO turns_nsfts(turns_nsfts) VALUES ('optimize')")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    @property
+    def scrub_pending(self) -> bool:
+        """Whether a committed deletion has not been scrubbed yet (:data:`SCRUB_PENDING`)."""
+        return self.get_meta(SCRUB_PENDING) is not None
+
+    def scrub(self) -> bool:
+        """Make deletions physical; returns whether nothing of them is left on disk.
+
+        FTS5 deletes by adding "delete" entries: the deleted words stay in the older segments until
+        they are merged, so both full-text indexes are merged into one segment each (freed pages are
+        zeroed: ``secure_delete``). SQLite (3.40) does not zero the unused middle of a page it
+        rebuilds while rebalancing a b-tree, where bytes of a deleted row can stay in a live page:
+        ``VACUUM`` then rewrites the file (its cost grows with the memory's size). Last, the
+        write-ahead log, which holds earlier page images, is checkpointed and truncated. A reader holding a transaction keeps the log: after waiting up
+        to 2 s for it this returns ``False`` and the pending mark stays, so the writer's close or
+        the next writer to open the memory finishes it. Not inside a transaction: it commits its own.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
+            self.db.execute("INSERT INTO turns_nsfts(turns_nsfts) VALUES ('optimize')")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("VACUUM")
+        (usual,) = self.db.execute("PRAGMA busy_timeout").fetchone()
+        self.db.execute(f"PRAGMA busy_timeout={min(int(usual), _SCRUB_WAIT_MS)}")
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                return False
+            if self.scrub_pending:
+                self.db.execute("DELETE FROM meta WHERE key = ?", (SCRUB_PENDING,))  # autocommit
+                busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(usual)}")
 
     # -- reads ------------------------------------------------------------------------------
 
