@@ -79,8 +79,8 @@ def write_entries(
     rows = {j: (spaces[j], NewRow(entries[j].turn, index_text(entries[j].turn), hashes[j], vectors[j])) for j in todo}
     with store.transaction():
         namespaces = list(dict.fromkeys(spaces[j] for j in todo))
-        store.lock_namespaces(namespaces)
-        if dedupe:  # a store shared by many processes: another may have stored some since the check
+        shared = store.lock_namespaces(namespaces)
+        if dedupe and shared:  # another process may have stored some since the check above
             todo = _still_new(store, todo, spaces, hashes)
         ids, _ = store.insert_many([rows[j] for j in todo])  # one batch whatever the namespaces; ids follow the input
         for j, turn_id in zip(todo, ids):

@@ -119,12 +119,14 @@ class MemoryStore(Protocol):
 
     # -- writes (inside transaction()) ----------------------------------------------------
 
-    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> bool:
         """Until the transaction ends, no other writer writes these namespaces.
 
         A write takes it before it checks what is already stored (duplicates, keys, slot
         states), so that two processes writing one namespace at once cannot both add the same
-        turn. A no-op where one process writes at a time (the embedded store's writer lock).
+        turn. Returns whether other processes write this memory at all: ``False`` where one
+        process writes at a time (the embedded store's writer lock; nothing to take), so a write
+        need not check again what it checked before its transaction.
         """
         ...
 

@@ -317,7 +317,7 @@ class PostgresStore:
 
     # -- writes (call inside transaction()) ------------------------------------------------
 
-    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> bool:
         """Until the transaction ends, no other writer writes these namespaces (advisory locks).
 
         Taken in sorted order, so two writers that lock overlapping sets never deadlock.
@@ -325,6 +325,7 @@ class PostgresStore:
         conn = self._block("lock_namespaces")
         for key in sorted({ns.to_key(space) for space in namespaces}):
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+        return True
 
     def insert(
         self, namespace: ns.Namespace, rows: Sequence[NewRow], now: float | None = None

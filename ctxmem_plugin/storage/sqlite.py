@@ -274,8 +274,9 @@ class LongTermStore:
 
     # -- writes (call inside transaction()) ------------------------------------------------
 
-    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> None:
+    def lock_namespaces(self, namespaces: Sequence[ns.Namespace]) -> bool:
         """Nothing to take: the writer lock already makes this process the only writer."""
+        return False
 
     def insert(
         self, namespace: ns.Namespace, rows: Sequence[NewRow], now: float | None = None
