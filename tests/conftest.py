@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -42,22 +43,14 @@ BACKENDS = ["embedded", "postgres"]
 def local_postgres():
     """One PostgreSQL server (with pgvector) for the whole session, on a Unix socket in a temp dir."""
     from ctxmem_plugin.errors import BackendError, DependencyError
-    from ctxmem_plugin.storage.pg_server import LocalPostgres
+    from ctxmem_plugin.storage.pg_server import temporary_server
 
-    import shutil
-    import tempfile
-
-    # Not under pytest's base temp: a later pytest session on this machine prunes old ones,
-    # and would delete the data directory of a server still running.
-    home = Path(tempfile.mkdtemp(prefix="ctxmem-pg-"))
-    try:
-        server = LocalPostgres(home / "data", durable=False)
-    except (DependencyError, BackendError) as exc:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"no PostgreSQL server could start here: {exc}")
-    yield server
-    server.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(temporary_server())
+        except (DependencyError, BackendError) as exc:
+            pytest.skip(f"no PostgreSQL server could start here: {exc}")
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +99,25 @@ class LocalPostgres:
     def stop(self) -> None:
         """Stop the server and delete its data directory."""
         self._server.cleanup()
+
+
+@contextmanager
+def temporary_server(*, durable: bool = False) -> Iterator[LocalPostgres]:
+    """A :class:`LocalPostgres` in a fresh temporary directory, stopped and deleted on exit.
+
+    The directory is made with :func:`tempfile.mkdtemp`, not under a test runner's own temporary
+    root: a later test session prunes old ones there, and would delete the data of a server
+    still running.
+
+    Raises:
+        DependencyError, BackendError: as :class:`LocalPostgres` (nothing is left behind).
+    """
+    home = Path(tempfile.mkdtemp(prefix="ctxmem-pg-"))
+    try:
+        server = LocalPostgres(home / "data", durable=durable)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
