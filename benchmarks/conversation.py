@@ -14,6 +14,9 @@ re-ranker for all):
   chosen on the training conversations' threads.
 - ``decay``: the query vector plus the decayed mean of the thread's turn vectors, the decay
   chosen on the training conversations' threads (BM25 on the query alone).
+- ``fuse``: ``alone`` and ``concat`` (the same ``k``), their top 20 merged by reciprocal rank
+  fusion (:func:`ctxmem_plugin.retrieval.history.fuse_rankings`), exactly what
+  ``search(..., k=10, history=...)`` returns by default.
 - ``slots``: today's focus slot: the query alone, with the thread's focus trace (rate 0.5) as
   the model's focus (its probe widens the candidates, the scorer reads the focus features).
 
@@ -57,7 +60,7 @@ from ctxmem_plugin.memory import ContextMemory
 from ctxmem_plugin.reranker.checkpoint import load_model
 from ctxmem_plugin.reranker.inputs import focus_probe
 from ctxmem_plugin.retrieval.features import candidate_features
-from ctxmem_plugin.retrieval.history import concat_query
+from ctxmem_plugin.retrieval.history import concat_query, fuse_rankings
 from ctxmem_plugin.retrieval.text import embed_text
 from ctxmem_plugin.training.data import (
     Conversation,
@@ -216,6 +219,13 @@ def model_settings(cfg: TrainConfig) -> dict[str, object]:
     return {n: getattr(cfg, n) for n in names}
 
 
+def fused(alone_top: Sequence[np.ndarray], joined_top: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``fuse``: each thread's two top-``TOP`` rankings merged as the product merges them (ties
+    by position, which orders a conversation's turns as their ids do)."""
+    return [np.array([p for p, _ in fuse_rankings(a.tolist(), b.tolist())][:TOP], dtype=np.int64)
+            for a, b in zip(alone_top, joined_top)]
+
+
 def requests(bench: Bench, make: Callable[[Bench, Thread], Request], threads: Sequence[Thread]) -> list[Request]:
     return [make(bench, th) for th in threads]
 
@@ -335,6 +345,7 @@ def main() -> None:
         ranked: dict[str, list[np.ndarray]] = {}
         for name, setting in (("alone", "alone"), ("concat", f"concat-{chosen_k}"), ("decay", f"decay-{chosen_decay:g}")):
             ranked[f"hybrid {name}"] = [hybrid_top[setting][i][hybrid_top[setting][i] >= 0] for i in held_idx]
+        ranked["hybrid fuse"] = fused(ranked["hybrid alone"], ranked["hybrid concat"])
         train_data = data.subset(set(names) - {held})
         seed_ranked: list[dict[str, list[np.ndarray]]] = [{} for _ in seeds]
         gathered: dict[bytes, list[Example]] = {}  # the same requests' examples, for every seed
@@ -373,6 +384,7 @@ def main() -> None:
                     scores = score_examples(model, replace(data, examples=examples), list(range(len(examples))), tcfg.write_chunk)
                     save_top(path, [e.cand[np.lexsort((e.cand, -s))] for e, s in zip(examples, scores)])
                 seed_ranked[j][f"model {name}"] = load_top(path)
+            seed_ranked[j]["model fuse"] = fused(seed_ranked[j]["model alone"], seed_ranked[j]["model concat"])
         seed_tables = [recall_table(held_threads, r, KS) for r in seed_ranked]
         row = {
             "held_out": held, "threads": len(held_threads), "chosen": {"concat_k": chosen_k, "decay": chosen_decay},
@@ -381,7 +393,8 @@ def main() -> None:
         }
         rows.append(row)
         print(f"{held}: k={chosen_k} decay={chosen_decay:g} " + " | ".join(
-            f"{m} {np.mean([t[f'model {m}']['follow-ups/2-4']['recall@10'] for t in seed_tables]):.3f}" for m in variants if seed_tables
+            f"{m} {np.mean([t[f'model {m}']['follow-ups/2-4']['recall@10'] for t in seed_tables]):.3f}"
+            for m in [*variants, "fuse"] if seed_tables
         ) + f"  ({time.perf_counter() - fold_t0:.0f}s)", flush=True)
         write(args, rows, timings, started, complete=False)
     write(args, rows, timings, started, complete=True)
@@ -405,24 +418,30 @@ def measure_cost(
     model_dir = cache / "models" / f"{held}-{model_key}"
     model = load_model(model_dir).eval()
     threads = [th for th in bench.threads if th.conversation == held][: args.cost]
-    variants: dict[str, Callable[[Bench, Thread], Request]] = {
-        "alone": alone, "concat": concat(5), "decay": decay(0.75), "slots": slots,
+    # fuse runs two searches (the query alone, and joined to the thread): it pays both.
+    variants: dict[str, list[Callable[[Bench, Thread], Request]]] = {
+        "alone": [alone], "concat": [concat(5)], "decay": [decay(0.75)], "slots": [slots], "fuse": [alone, concat(5)],
     }
-    bench._encoded.clear()  # a concatenation is encoded per query, as search encodes it
     out: dict[str, dict[str, float]] = {}
-    for name, make in variants.items():
+    for name, makers in variants.items():
+        bench._encoded.clear()  # a concatenation is encoded per query, as search encodes it
+        bench._examples.clear()  # nor are another method's candidates reused
         stages: dict[str, list[float]] = {"request": [], "candidates": [], "rerank": []}
         for th in threads:
-            t0 = time.perf_counter()
-            req = make(bench, th)
-            t1 = time.perf_counter()
-            example = bench.example(th, req)
-            t2 = time.perf_counter()
-            score_examples(model, replace(data, examples=[example]), [0], tcfg.write_chunk)
-            t3 = time.perf_counter()
-            stages["request"].append(t1 - t0)
-            stages["candidates"].append(t2 - t1)
-            stages["rerank"].append(t3 - t2)
+            spent = dict.fromkeys(stages, 0.0)
+            for make in makers:
+                t0 = time.perf_counter()
+                req = make(bench, th)
+                t1 = time.perf_counter()
+                example = bench.example(th, req)
+                t2 = time.perf_counter()
+                score_examples(model, replace(data, examples=[example]), [0], tcfg.write_chunk)
+                t3 = time.perf_counter()
+                spent["request"] += t1 - t0
+                spent["candidates"] += t2 - t1
+                spent["rerank"] += t3 - t2
+            for stage, seconds in spent.items():
+                stages[stage].append(seconds)
         out[name] = {f"{k} ms": 1000 * float(np.median(v)) for k, v in stages.items()}
         out[name]["total ms"] = sum(out[name].values())
         print(f"{name:<18}" + "  ".join(f"{k} {v:7.1f}" for k, v in out[name].items()), flush=True)
@@ -482,7 +501,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, object]], timings: dict
 
 def print_table(summary: dict[str, dict[str, dict[str, float]]]) -> None:
     cells = [f"{kind}/{d}" for kind in KINDS[:3] for d in range(5) if not (kind == "switch" and d == 0)]
-    cells += ["follow-ups/0-1", "follow-ups/2-4", "self-contained", "all"]
+    cells += ["follow-ups/0-1", "follow-ups/2-4", "self-contained", "all", "balanced"]
     print(f"\nR@10, mean ± std (hybrid: over folds; model: over folds x seeds)\n{'cell':<16}" + "".join(f"{m:>22}" for m in summary))
     for cell in cells:
         line = f"{cell:<16}"

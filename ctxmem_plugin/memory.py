@@ -34,7 +34,15 @@ from ctxmem_plugin.records import (
 from ctxmem_plugin.remote.transport import is_server_url
 from ctxmem_plugin.retrieval.context import render_hits
 from ctxmem_plugin.retrieval.hybrid import METHODS, HybridRetriever, RetrievalConfig
-from ctxmem_plugin.search import History, conversational_query, history_mode_of, hit_of, run_search, thread_of
+from ctxmem_plugin.search import (
+    History,
+    conversational_query,
+    history_mode_of,
+    hit_of,
+    run_fused_search,
+    run_search,
+    thread_of,
+)
 from ctxmem_plugin.storage import is_url, open_store, require_memory
 from ctxmem_plugin.storage.ann import IndexConfig
 from ctxmem_plugin.storage.base import MemoryStore
@@ -408,9 +416,11 @@ class ContextMemory:
                 where the thread is stored (kept apart from the history searched, as the
                 LangChain middleware keeps it). ``None`` or empty: the query alone.
             history_mode: how the thread is used (:mod:`ctxmem_plugin.retrieval.history`):
-                ``concat`` (its last 5 turns joined to the query, searched as one text) or
-                ``slots`` (the model's focus slot, a trace of the thread; needs ``method``
-                ``ctxmem``). ``auto`` is ``concat``, the best on held-out threads
+                ``fuse`` (the query alone and the query after the thread's last 5 turns, both
+                searched, their rankings merged), ``concat`` (only the latter) or ``slots``
+                (the model's focus slot, a trace of the thread; needs ``method`` ``ctxmem``).
+                ``auto`` is ``fuse``: on held-out threads it keeps most of ``concat``'s gain
+                on follow-ups without its loss on questions that need no thread
                 (docs/benchmarks.md).
         """
         arguments.query(query)
@@ -432,15 +442,21 @@ class ContextMemory:
                     self._require_encoder()
                 encoder = self.encoder if mode == "slots" else None
                 text, focus = conversational_query(self.store, encoder, self.reranker, query, thread, mode, self.dim)
-            if method == "bm25":  # BM25 alone needs no embedding: skip the encoder's ~20 ms
-                qv = np.zeros(self.dim, np.float32)
-            else:
-                self._require_encoder()
-                qv = self.encoder.encode_query(text)
+            if mode == "fuse" and text != query:  # an empty thread joins nothing: one plain search
+                searches = [(t, self._query_vector(t, method)) for t in (query, text)]
+                return run_fused_search(self.store, self.retrieval, self.reranker, searches, space, k=k, filters=filters,
+                                        method=method, offset=offset)
+            qv = self._query_vector(text, method)
             return run_search(
                 self.store, self.retrieval, self.reranker, text, qv, space, k=k, filters=filters, method=method,
                 offset=offset, focus=focus,
             )
+
+    def _query_vector(self, text: str, method: str) -> np.ndarray:
+        if method == "bm25":  # BM25 alone needs no embedding: skip the encoder's ~20 ms
+            return np.zeros(self.dim, np.float32)
+        self._require_encoder()
+        return self.encoder.encode_query(text)
 
     def search_by_vector(
         self,

@@ -4,14 +4,16 @@
 snapshot of the store (``store.reading()``), so a writer in another process can never show it
 half a change. A candidate whose row is gone by then is dropped, never an error.
 
-A search asked in a running thread (``search(..., history=...)``) is turned into one plain
-search first: :func:`thread_of` reads the thread, :func:`conversational_query` says what is
-searched for (:mod:`ctxmem_plugin.retrieval.history`).
+A search asked in a running thread (``search(..., history=...)``) is turned into plain
+searches first: :func:`thread_of` reads the thread, :func:`conversational_query` says what is
+searched for (:mod:`ctxmem_plugin.retrieval.history`); with ``fuse``, :func:`run_fused_search`
+runs the query alone and the query joined to the thread in one snapshot and merges them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,8 +26,10 @@ from ctxmem_plugin.records import Hit, Message, StoredTurn, Turn, to_turn
 from ctxmem_plugin.retrieval.history import (
     CONCAT_TURNS,
     DEFAULT_HISTORY_MODE,
+    FUSE_DEPTH,
     HISTORY_MODES,
     concat_query,
+    fuse_rankings,
 )
 from ctxmem_plugin.retrieval.hybrid import Candidates, HybridRetriever, RetrievalConfig
 from ctxmem_plugin.retrieval.text import embed_text
@@ -79,6 +83,46 @@ def run_search(
         hit_of(row, float(top.score[j]), top.signals[j])
         for j in range(offset, len(top))
         if (row := rows.get(int(top.ids[j]))) is not None
+    ]
+
+
+def run_fused_search(
+    store: MemoryStore,
+    config: RetrievalConfig,
+    reranker: Reranker | None,
+    searches: Sequence[tuple[str, np.ndarray]],
+    space: ns.Namespace,
+    *,
+    k: int,
+    filters: Filters | None,
+    method: str,
+    offset: int,
+) -> list[Hit]:
+    """``fuse``: each ``(text, vector)`` searched (the query alone, then joined to the thread),
+    their best ``FUSE_DEPTH * (k + offset)`` merged by :func:`fuse_rankings`.
+
+    Both searches read one snapshot. No focus: the thread is in the joined text. A hit's
+    ``score`` is its fused score; ``signals["fuse"]`` holds its rank in each search (0: absent)
+    beside the signals of the query-alone search (the joined one's where only it found it).
+    """
+    depth = FUSE_DEPTH * (k + offset)
+    with store.reading():
+        runs = [
+            run_search(store, config, reranker, text, vector, space, k=depth, filters=filters, method=method, offset=0,
+                       focus=np.zeros_like(vector))
+            for text, vector in searches
+        ]
+    ranks = [{h.id: r for r, h in enumerate(hits, start=1)} for hits in runs]
+    first: dict[int, Hit] = {}
+    for hits in runs:
+        for h in hits:
+            first.setdefault(h.id, h)  # the query alone's hit where it has one
+    fused = fuse_rankings(*[[h.id for h in hits] for hits in runs])[offset : offset + k]
+    names = ("alone", "with_thread")
+    return [
+        replace(first[i], score=score,
+                signals={**first[i].signals, "fuse": {f"rank_{n}": float(r.get(i, 0)) for n, r in zip(names, ranks)}})
+        for i, score in fused
     ]
 
 
@@ -143,12 +187,13 @@ def conversational_query(
     """What a search asked after ``thread`` looks for: the text searched, and the re-ranker's focus.
 
     ``mode`` is a :data:`~ctxmem_plugin.retrieval.history.HISTORY_MODES` one (see
-    :func:`history_mode_of`). ``concat`` puts the thread in the text (no focus: zeros);
+    :func:`history_mode_of`). ``concat`` and ``fuse`` put the thread in the text (no focus:
+    zeros; ``fuse`` searches the query alone as well, :func:`run_fused_search`);
     ``slots`` keeps the query and makes the thread the focus (its namespace, or the trace its
     messages leave). ``encoder`` and ``reranker`` are needed by ``slots`` only.
     """
     none = np.zeros(dim, np.float32)  # the thread is in the text: the model follows up on nothing else
-    if mode == "concat":
+    if mode in ("concat", "fuse"):  # fuse searches this joined text beside the query alone
         return concat_query(query, _thread_texts(store, thread, CONCAT_TURNS), CONCAT_TURNS), none
     assert encoder is not None and reranker is not None  # slots: history_mode_of checked the method
     if isinstance(thread, tuple):

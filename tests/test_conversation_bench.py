@@ -123,6 +123,12 @@ def test_recall_table_by_cell_and_depth_group(conv: Conversation) -> None:
     assert table["h"]["follow-ups/2-4"]["count"] == 2 * (3 + 3 + 3)
     assert table["h"]["switch/0-1"]["count"] == 2 and "switch/0" not in table["h"]
     assert recall_at(np.array([5, 1, 3]), {1, 3}, 2) == 0.5
+    # "balanced": the three groups counted once each, however many threads each holds.
+    only_self = [perfect[i] if t.kind == "self-contained" else wrong[i] for i, t in enumerate(threads)]
+    balanced = recall_table(threads, {"s": only_self})["s"]
+    assert balanced["self-contained"]["recall@10"] == 1.0 and balanced["follow-ups/2-4"]["recall@10"] == 0.0
+    assert balanced["balanced"]["recall@10"] == pytest.approx(1 / 3)
+    assert balanced["all"]["recall@10"] < 1 / 3  # the benchmark holds 14 follow-ups per self-contained thread
     with pytest.raises(InputError, match="rankings"):
         recall_table(threads, {"p": perfect[:-1]})
 

@@ -42,8 +42,9 @@ SHOWN_CHARS = 300
 @click.option("--history-namespace", default=None, metavar="NAMESPACE",
               help="The same, for a conversation stored in the memory under NAMESPACE.")
 @click.option("--history-mode", default="auto", show_default=True, type=click.Choice(["auto", *HISTORY_MODES]),
-              help="How the conversation is used: concat = its last 5 turns joined to TEXT (auto: the "
-                   "best on held-out threads); slots = the --model's focus slot (opt-in).")
+              help="How the conversation is used: fuse = TEXT alone and TEXT after the conversation's last 5 "
+                   "turns, both searched, merged (auto); concat = only the latter; slots = the --model's focus "
+                   "slot (opt-in).")
 @model_options
 @handle_errors
 def query(text: str, location: str, namespace: str, k: int, method: str, filter_json: str | None, as_json: bool,

@@ -46,6 +46,10 @@ KINDS: tuple[str, ...] = ("none", "partial", "switch", "self-contained")
 DEPTHS: tuple[int, ...] = (0, 1, 2, 3, 4)
 """Intervening turns between the referent and the query."""
 
+BALANCED: tuple[str, ...] = ("follow-ups/0-1", "follow-ups/2-4", "self-contained")
+"""The groups the ``balanced`` cell of :func:`recall_table` averages: how the product's default
+conversational mode is chosen (:mod:`ctxmem_plugin.retrieval.history`)."""
+
 WH_WORDS = frozenset({"what", "when", "where", "who", "which", "how", "why"})
 
 
@@ -250,7 +254,9 @@ def recall_table(
         ``{method: {cell: {"recall@k": ..., "count": n}}}``; besides the kind/depth cells,
         ``"<kind>/0-1"`` and ``"<kind>/2-4"`` pool a kind's shallow and deep threads,
         ``"follow-ups/0-1"`` and ``"follow-ups/2-4"`` pool every kind but ``self-contained``,
-        and ``"all"`` every thread.
+        ``"all"`` every thread, and ``"balanced"`` is the mean of the follow-ups at depth 0-1,
+        at depth 2-4 and the self-contained questions (each counted once: the benchmark holds
+        14 follow-up threads per self-contained one, a mix no user's traffic is known to have).
     """
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(threads):
@@ -271,6 +277,12 @@ def recall_table(
             }
             for key, idx in groups.items()
         }
+        parts = [out[method][g] for g in BALANCED if g in out[method]]
+        if len(parts) == len(BALANCED):
+            out[method]["balanced"] = {
+                "count": float(sum(p["count"] for p in parts)),
+                **{f"recall@{k}": float(np.mean([p[f"recall@{k}"] for p in parts])) for k in ks},
+            }
     return out
 
 

@@ -71,11 +71,12 @@ def test_classic_memory_saves_and_recalls_relevant_turns(memory: ContextMemory, 
     assert "Human: My sister Ana plays the cello" in history
     # The wider prefix is searched, the input asked in this conversation (a follow-up's history).
     assert search_calls[-1][0][1] == ("users", "u1") and search_calls[-1][1]["history"] == ("users", "u1", "s1")
-    # The default conversational search joins the conversation's latest turns to the input
-    # (history_mode "concat"): the same hits as searching the joined text.
+    # The default conversational search (history_mode "fuse"): the input alone and joined to
+    # the conversation's latest turns, both searched, merged: the same hits as that search.
     said = ["My sister Ana plays the cello", "Lovely!", "I bought a red bicycle", "Nice ride."]
-    joined = memory.search(concat_query("what instrument does Ana play?", said, CONCAT_TURNS), ("users", "u1"), k=2)
-    assert len(joined) == 2 and all(h.text in history for h in joined)
+    fused = memory.search("what instrument does Ana play?", ("users", "u1"), k=2, history=("users", "u1", "s1"))
+    assert concat_query("what instrument does Ana play?", said, CONCAT_TURNS).count("\n") == len(said)
+    assert len(fused) == 2 and all(h.text in history for h in fused)
     as_messages = mem.model_copy(update={"return_messages": True}).load_memory_variables({"input": "cello"})["history"]
     assert isinstance(as_messages[0], HumanMessage)
     mem.clear()
