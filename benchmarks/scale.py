@@ -1,6 +1,7 @@
 """Scale on one machine: search, ingest, start-up and footprint at 10k, 100k and 1M turns, against peers.
 
     python benchmarks/scale.py [--sizes 10000,100000,1000000] [--namespaces 1000,10000] [--max-size 10000:100000] [--work DIR]
+        [--device cuda]   # the GPU variant: MiniLM and the ctxmem model on the GPU
 
 Writes ``benchmarks/results/scale.json`` and ``docs/img/scale.png`` (latency against memory size,
 one line per method) and prints the tables that docs/benchmarks.md shows. Needs the ``bench``
@@ -52,6 +53,7 @@ DIM = 384
 VOCAB = 20_000
 TARGET = 1_000  # turns of the namespace searched at each size
 QUERIES = 200
+DEVICE = "cpu"  # --device: where MiniLM and the ctxmem model run (the GPU variant: --device cuda)
 
 
 # -- the stand-in encoder, vectorised ---------------------------------------------------------------
@@ -171,7 +173,7 @@ def grow(path: Path, corpus: Corpus, have: int, size: int, spaces: int, log: Any
     if model_dir is not None:
         docs = corpus.sample(TARGET)
         vecs = corpus.vectors(docs)
-        with ContextMemory(path, encoder=StandIn(corpus, DEFAULT_MODEL), model=model_dir, device="cpu") as mem:
+        with ContextMemory(path, encoder=StandIn(corpus, DEFAULT_MODEL), model=model_dir, device=DEVICE) as mem:
             mem.write([NewTurn(("c-%d" % size,), Turn(role="user", content=corpus.text(d)), vector=v) for d, v in zip(docs, vecs)],
                       dedupe=False)
     return {"turns_written": new, "seconds": round(secs, 1), "turns_per_second": round(new / secs, 1)}
@@ -205,7 +207,7 @@ def time_search(path: Path, corpus: Corpus, size: int, minilm: Any, model_dir: P
                 out["dense_whole_memory_store"] = pct(lat)
     if model_dir is not None:
         for label, encoder in (("store", StandIn(corpus, DEFAULT_MODEL)), ("with_encoding", WithMiniLM(corpus, DEFAULT_MODEL, minilm))):
-            with ContextMemory(path, encoder=encoder, model=model_dir, read_only=True, device="cpu") as mem:
+            with ContextMemory(path, encoder=encoder, model=model_dir, read_only=True, device=DEVICE) as mem:
                 own = ("c-%d" % size,)
                 mem.search(queries[0], own, k=10, method="ctxmem")
                 lat = []
@@ -227,10 +229,13 @@ def query_encoding(minilm: Any, queries: list[str]) -> dict[str, float]:
 
 
 def time_ingest(path: Path, minilm: Any, texts: list[str], rounds: int = 2) -> dict[str, float]:
-    """Turns/s of ``ContextMemory.write`` with MiniLM against MiniLM alone on the same texts, alternated."""
+    """Turns/s of ``ContextMemory.write`` with MiniLM against MiniLM alone on the same texts, alternated;
+    and the seconds ``forget`` of those turns takes, its scrub included."""
     from ctxmem_plugin import ContextMemory, NewTurn, Turn
 
-    bare, ours = [], []
+    bare: list[float] = []
+    ours: list[float] = []
+    forget: list[float] = []
     for r in range(rounds):
         t = time.perf_counter()
         minilm.encode(texts)
@@ -240,14 +245,17 @@ def time_ingest(path: Path, minilm: Any, texts: list[str], rounds: int = 2) -> d
             t = time.perf_counter()
             mem.write(entries)
             ours.append(len(texts) / (time.perf_counter() - t))
-            mem.forget(("ingest",))
+            t = time.perf_counter()
+            mem.forget(("ingest",))  # with the scrub that leaves none of their words in the files
+            forget.append(time.perf_counter() - t)
     b, o = statistics.median(bare), statistics.median(ours)
-    return {"encoder_turns_per_second": round(b, 1), "ingest_turns_per_second": round(o, 1), "ratio": round(o / b, 3)}
+    return {"encoder_turns_per_second": round(b, 1), "ingest_turns_per_second": round(o, 1), "ratio": round(o / b, 3),
+            "forget_seconds": [round(x, 2) for x in forget], "forgotten_turns": len(texts)}
 
 
 def time_cli(path: Path, namespace: str, runs: int = 3) -> dict[str, float]:
     cmd = [sys.executable, "-m", "ctxmem_plugin.cli", "query", "what did they say about w12 and w7", "--memory", str(path),
-           "--namespace", namespace, "--json", "--device", "cpu"]
+           "--namespace", namespace, "--json", "--device", DEVICE]
     walls = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -260,7 +268,7 @@ def startup() -> dict[str, float]:
     """What a CLI query pays before it searches: the imports, and loading the encoder."""
     code = (
         "import time; t = time.perf_counter(); import ctxmem_plugin.cli, ctxmem_plugin.memory; a = time.perf_counter() - t;"
-        "from ctxmem_plugin.encoders import SentenceEncoder; t = time.perf_counter(); e = SentenceEncoder(device='cpu');"
+        f"from ctxmem_plugin.encoders import SentenceEncoder; t = time.perf_counter(); e = SentenceEncoder(device={DEVICE!r});"
         "e.encode_query('hello'); b = time.perf_counter() - t; print(a, b)"
     )
     runs = [subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split() for _ in range(3)]
@@ -346,11 +354,17 @@ def locomo_latency(work: Path, minilm: Any, locomo: Path) -> dict[str, Any]:
             return qvecs[text]
 
     path = work / "locomo-4k"
-    if not (path / "memory.sqlite3").is_file():
-        with ContextMemory(path, encoder=Cached()) as mem:
-            mem.write([NewTurn(("locomo", c.sample_id), st.turn, st.position, data["tv"][at[embed_text(st.turn)]])
+    want = sum(len(c.turns) for c in convs)
+    with ContextMemory(path, encoder=Cached()) as mem:  # (re)filled unless it holds every turn
+        if mem.stats()["turns"] != want:
+            for space in mem.namespaces():
+                mem.forget(space)
+            tv = data["tv"]  # read once: each data["tv"] reads the whole array again, and a row kept keeps it alive
+            mem.write([NewTurn(("locomo", c.sample_id), st.turn, st.position, tv[at[embed_text(st.turn)]])
                        for c in convs for st in c.turns])
-    out: dict[str, Any] = {}
+        if mem.stats()["turns"] != want:
+            raise SystemExit(f"{path}: {mem.stats()['turns']} turns stored, {want} expected")
+    out: dict[str, Any] = {"turns": want}
     for label, encoder in (("store", Cached()), ("with_encoding", minilm)):
         with ContextMemory(path, encoder=encoder, read_only=True) as mem:
             for method in ("bm25", "dense", "hybrid"):
@@ -358,9 +372,11 @@ def locomo_latency(work: Path, minilm: Any, locomo: Path) -> dict[str, Any]:
                 lat, cpu = [], []
                 for sid, q in questions:
                     t, c = time.perf_counter(), time.process_time()
-                    mem.search(q, ("locomo", sid), k=10, method=method)
+                    hits = mem.search(q, ("locomo", sid), k=10, method=method)
                     lat.append(time.perf_counter() - t)
                     cpu.append(time.process_time() - c)
+                    if method != "bm25" and len(hits) != 10:  # a search of an empty memory would time nothing
+                        raise SystemExit(f"{method} found {len(hits)} hits for {q!r}")
                 out[f"{method}_{label}"] = pct(lat)
                 out[f"{method}_{label}_cpu"] = pct(cpu)
     out["query_encoding_minilm"] = query_encoding(minilm, [q for _, q in questions])
@@ -433,6 +449,89 @@ def recall(work: Path, minilm: Any, locomo: Path, log: Any, sentences: bool = Tr
         got, p50 = top(mem, ("real",))
         out["float16_exact_recall@10"] = score(got, exact[("real",)][0])
     out["disk_bytes_per_turn"] = {d: round(disk_bytes(p) / len(texts), 1) for d, p in paths.items()}
+    return out
+
+
+def recall_large(work: Path, size: int, log: Any, noise: float = 0.55, mix: bool = False) -> dict[str, Any]:
+    """Recall@10 of the approximate index at the defaults against exact search, one namespace of ``size`` turns.
+
+    Real text embeddings at a size MiniLM cannot embed here in a session (168 turns/s), made
+    from the MiniLM vectors of the 4,124 LoCoMo turns (the ``recall`` cache), so the index meets
+    the real vectors' clusters and anisotropy, not uniform random points:
+
+    - copies (default): each vector a paraphrase-like copy of one turn,
+      ``normalise(v + noise * g / sqrt(d))`` with ``g`` standard normal (``noise`` 0.55: a
+      copy's cosine to its turn is about 0.88). A query's 10 nearest are then mostly copies of
+      one or two turns, which sit in the same few cells: easier than a million distinct texts.
+    - ``mix``: each vector a blend of two turns of the same conversation block,
+      ``normalise(a * v_i + (1 - a) * v_j + 0.2 * g / sqrt(d))``, ``a`` uniform in [0, 1]: points
+      spread along and between the real turns, so a query's nearest are distinct blends from
+      many cells.
+
+    The queries: 200 LoCoMo questions embedded by MiniLM (the same cache). Exact search: numpy
+    over every vector.
+    """
+    from ctxmem_plugin import ContextMemory, NewTurn, Turn
+    from ctxmem_plugin.storage.ann import IndexConfig
+
+    data = np.load(work / "recall_turn_vectors.npz")
+    tv, qv = data["tv"].astype(np.float32), data["qv"].astype(np.float32)  # (n, d), (q, d)
+    rng = np.random.default_rng(0)
+    vecs = np.empty((size, tv.shape[1]), np.float32)
+    src = rng.integers(0, len(tv), size)  # the turn each vector is made from
+    other = np.clip(src + rng.integers(-50, 51, size), 0, len(tv) - 1)  # a turn near it in the file (mix)
+    for start in range(0, size, 100_000):
+        part = slice(start, start + 100_000)
+        base = tv[src[part]]
+        if mix:
+            a = rng.random((len(base), 1), dtype=np.float32)
+            base = a * base + (1 - a) * tv[other[part]]
+        v = base + (0.2 if mix else noise) * rng.standard_normal(base.shape).astype(np.float32) / np.sqrt(tv.shape[1])
+        vecs[start : start + len(base)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    copy_cosine = float(np.mean(np.sum(vecs[:10_000] * tv[src[:10_000]], axis=1)))
+
+    class Fixed:
+        name, dim = "minilm-real-copies", tv.shape[1]
+
+        def encode(self, xs: list[str]) -> np.ndarray:
+            raise AssertionError("vectors are given")
+
+        def encode_query(self, text: str) -> np.ndarray:
+            raise AssertionError("queries are vectors")
+
+    path = work / f"recall-{'mix' if mix else 'copies'}-{size}"
+    ids_file = path / "ids.npy"
+    t0 = time.perf_counter()
+    if not ids_file.is_file():
+        ids: list[int] = []
+        with ContextMemory(path, encoder=Fixed()) as mem:
+            for start in range(0, size, 20_000):
+                chunk = range(start, min(size, start + 20_000))
+                ids += mem.write([NewTurn(("real",), Turn(role="user", content=f"copy {i}"), vector=vecs[i]) for i in chunk],
+                                 dedupe=False)
+                log(f"  {path.name}: {start + len(chunk):,} turns ({time.perf_counter() - t0:.0f} s)")
+        np.save(ids_file, np.array(ids, dtype=np.int64))
+    ids_arr = np.load(ids_file)
+    exact = []
+    for q in qv:
+        scores = vecs @ q
+        best = np.argpartition(-scores, 10)[:10]
+        exact.append(set(ids_arr[best].tolist()))
+    out: dict[str, Any] = {"turns": size, "queries": len(qv), "construction": "mix" if mix else "copies", "noise": 0.2 if mix else noise,
+                           "cosine_to_its_first_turn": round(copy_cosine, 3),
+                           "build_seconds": round(time.perf_counter() - t0, 1)}
+    settings = [("defaults", IndexConfig())] + [(f"nprobe {n}, min_scored 1", IndexConfig(nprobe=n, min_scored=1)) for n in (16, 32)]
+    for label, cfg in settings:
+        with ContextMemory(path, encoder=Fixed(), read_only=True, index=cfg) as mem:
+            cells = int(mem.store.ann.centroids(mem.store.db).vectors.shape[0])
+            got, lat = [], []
+            for q in qv:
+                t = time.perf_counter()
+                got.append({h.id for h in mem.search_by_vector(q, ("real",), k=10)})
+                lat.append(time.perf_counter() - t)
+        out[label] = {"cells": cells, "recall@10": round(float(np.mean([len(g & w) / 10 for g, w in zip(got, exact)])), 4),
+                      **pct(lat)}
+        log(f"  recall at {size:,} turns, {label}: {out[label]}")
     return out
 
 
@@ -597,6 +696,12 @@ def main() -> None:
     parser.add_argument("--recall-texts", default="sentences", choices=["sentences", "turns"],
                         help="recall set: LoCoMo turns and their sentences (about 12,500 texts), or the turns alone (4,124)")
     parser.add_argument("--cpu-only", action="store_true", help="CPU time per search in the memories built in --work (scale_cpu.json)")
+    parser.add_argument("--recall-size", type=int, default=0,
+                        help="also measure the approximate index's recall in one namespace of this many turns (paraphrase-like copies of real vectors)")
+    parser.add_argument("--only-recall-size", action="store_true", help="measure --recall-size alone (recall_large.json)")
+    parser.add_argument("--recall-mix", action="store_true", help="--recall-size vectors blended from two turns (default: noisy copies of one)")
+    parser.add_argument("--only-locomo", action="store_true", help="measure the LoCoMo latencies alone (scale_locomo.json)")
+    parser.add_argument("--device", default="cpu", help="where MiniLM and the model run: cpu, or cuda for the GPU variant")
     parser.add_argument("--merge", default="", help="comma-separated result files of earlier runs to combine into --out (no run)")
     args = parser.parse_args()
     if args.merge:
@@ -608,10 +713,25 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(merged, indent=1))
         plot(merged, Path(args.plot))
         return
+    global DEVICE
+    DEVICE = args.device
     skip = set(filter(None, args.skip.split(",")))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     one_thread()
+    if args.only_locomo:
+        from ctxmem_plugin.encoders import SentenceEncoder
+
+        enc = SentenceEncoder(device=DEVICE)
+        enc.encode_query("warm up")
+        res = locomo_latency(work, enc, Path(args.locomo))
+        print(json.dumps(res))
+        Path(args.out).with_name("scale_locomo.json").write_text(json.dumps(res, indent=1))
+        return
+    if args.only_recall_size:
+        res = recall_large(work, args.recall_size, print, mix=args.recall_mix)
+        Path(args.out).with_name(f"recall_large{'_mix' if args.recall_mix else ''}.json").write_text(json.dumps(res, indent=1))
+        return
     if args.cpu_only:
         qc = Corpus(seed=99)
         qs = [qc.text(d[: random.Random(i).randint(1, 4)]) for i, d in enumerate(qc.sample(QUERIES))]
@@ -622,7 +742,7 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    minilm = None if args.build_only else SentenceEncoder(device="cpu")
+    minilm = None if args.build_only else SentenceEncoder(device=DEVICE)
     if minilm is not None:
         minilm.encode_query("warm up")
     qcorpus = Corpus(seed=99)
@@ -631,7 +751,7 @@ def main() -> None:
     max_size = {int(a): int(b) for a, b in (x.split(":") for x in args.max_size.split(",") if x)}
     min_spaces = min([int(s) for s in args.namespaces.split(",") if s] or [0])
     peer_sizes = {int(s) for s in args.peer_sizes.split(",") if s}
-    results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores, no GPU", "series": []}
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores", "device": DEVICE, "series": []}
     if minilm is not None:
         results["query_encoding_minilm"] = query_encoding(minilm, queries[:100])
         log(f"MiniLM query encoding: p50 {results['query_encoding_minilm']['p50_ms']:.1f} ms")
@@ -669,10 +789,10 @@ def main() -> None:
             entry["rss"] = measure_rss(path, "t-%d" % size, queries)
             log(f"  disk {entry['disk_bytes_per_turn']:.0f} B/turn, RSS {entry['rss']['rss_bytes'] / 1e6:.0f} MB "
                 f"({entry['rss']['rss_bytes_per_turn']:.0f} B/turn)")
-            if "cli" not in skip and size in (10_000, 1_000_000) and spaces == min_spaces:
+            if "cli" not in skip:
                 entry["cli"] = time_cli(path, "t-%d" % size)
                 log(f"  query CLI: {entry['cli']['wall_s']:.2f} s")
-            if "ingest" not in skip and size in (10_000, 1_000_000) and spaces == min_spaces:
+            if "ingest" not in skip and ((size == 10_000 and spaces == min_spaces) or size == 1_000_000):
                 entry["ingest"] = time_ingest(path, minilm, real)
                 log(f"  ingest: {entry['ingest']}")
             if "peers" not in skip and size in peer_sizes and spaces == min_spaces:
