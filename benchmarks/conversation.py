@@ -406,7 +406,8 @@ def measure_cost(
 ) -> None:
     """Milliseconds per query of each method (request, candidates, re-ranking), and per stored turn.
 
-    The per-query stages run exactly as the benchmark runs them, one thread at a time; a stored
+    The per-query stages run exactly as the benchmark runs them, one thread at a time; the
+    request stage includes encoding the query (or, for ``concat``, the joined text); a stored
     thread turn costs every method its embedding, and the slots their state update as well,
     timed through ``ContextMemory.add`` into a thread namespace with and without the model.
     """
@@ -418,9 +419,19 @@ def measure_cost(
     model_dir = cache / "models" / f"{held}-{model_key}"
     model = load_model(model_dir).eval()
     threads = [th for th in bench.threads if th.conversation == held][: args.cost]
+    bench.prepare(threads)  # the thread turns' vectors: stored ones, read (not encoded) by a search
+
+    def encoding(make: Callable[[Bench, Thread], Request]) -> Callable[[Bench, Thread], Request]:
+        """``make`` after encoding the query itself, as a search does (``concat`` encodes its joined text instead)."""
+        def run(b: Bench, th: Thread) -> Request:
+            b._vec[th.query] = b.memory.encoder.encode_query(th.query)
+            return make(b, th)
+        return run
+
     # fuse runs two searches (the query alone, and joined to the thread): it pays both.
     variants: dict[str, list[Callable[[Bench, Thread], Request]]] = {
-        "alone": [alone], "concat": [concat(5)], "decay": [decay(0.75)], "slots": [slots], "fuse": [alone, concat(5)],
+        "alone": [encoding(alone)], "concat": [concat(5)], "decay": [encoding(decay(0.75))], "slots": [encoding(slots)],
+        "fuse": [encoding(alone), concat(5)],
     }
     out: dict[str, dict[str, float]] = {}
     for name, makers in variants.items():
@@ -430,6 +441,8 @@ def measure_cost(
         for th in threads:
             spent = dict.fromkeys(stages, 0.0)
             for make in makers:
+                bench._examples.clear()  # threads of one question share a query: each search is paid in full
+                bench._encoded.clear()
                 t0 = time.perf_counter()
                 req = make(bench, th)
                 t1 = time.perf_counter()
@@ -445,6 +458,18 @@ def measure_cost(
         out[name] = {f"{k} ms": 1000 * float(np.median(v)) for k, v in stages.items()}
         out[name]["total ms"] = sum(out[name].values())
         print(f"{name:<18}" + "  ".join(f"{k} {v:7.1f}" for k, v in out[name].items()), flush=True)
+    # What a user without a model pays: ContextMemory.search(..., history=thread) with the hybrid
+    # ranking, query encoding included, per history mode (none: no history given).
+    product: dict[str, float] = {}
+    for mode in ("none", "concat", "fuse"):
+        times = []
+        for th in threads:
+            t0 = time.perf_counter()
+            bench.memory.search(th.query, space(th.conversation), k=10, method="hybrid",
+                                history=None if mode == "none" else list(th.turns), history_mode="concat" if mode == "none" else mode)
+            times.append(time.perf_counter() - t0)
+        product[f"search, hybrid, history {mode} ms"] = 1000 * float(np.median(times))
+    print(product, flush=True)
     # A stored thread turn: its embedding (every method), plus the slot state update with a model.
     turns = [t for th in threads for t in th.turns][:100]
     per_turn: dict[str, float] = {}
@@ -459,7 +484,7 @@ def measure_cost(
                     times.append(time.perf_counter() - t0)
                 per_turn[f"add one thread turn, {label} ms"] = 1000 * float(np.median(times))
     print(per_turn, flush=True)
-    Path(args.cost_out).write_text(json.dumps({"threads": len(threads), "held_out": held, "per_query": out,
+    Path(args.cost_out).write_text(json.dumps({"threads": len(threads), "held_out": held, "per_query": out, "product_search": product,
                                                "per_stored_turn": per_turn, "torch_threads": 1}, indent=1))
 
 
