@@ -149,6 +149,13 @@ def test_focus_brings_a_follow_ups_referent_into_the_candidates(tmp_path: Path) 
         # By default the focus is the searched namespace's own: its latest turns.
         own = {h.id: h for h in mem.search(query, ("u", "history"), k=30)}
         assert ids[-1] in own and "focus" in own[ids[-1]].signals
+        # The default conversational mode with a model: both searches re-ranked without a focus
+        # (the thread is in the joined text), merged; every hit from the namespace searched.
+        fused = mem.search(" ".join(referent[:2]), ("u", "history"), k=10, history=said)
+        assert len(fused) == 10 and all(h.namespace == ("u", "history") for h in fused)
+        assert all("focus" not in h.signals and h.signals["fuse"]["rank_alone"] + h.signals["fuse"]["rank_with_thread"] > 0
+                   for h in fused)
+        assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
 
 
 def test_trained_model_in_memory_and_chunk_invariant_slots(dataset, tmp_path: Path) -> None:
