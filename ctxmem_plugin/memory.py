@@ -443,9 +443,9 @@ class ContextMemory:
                 encoder = self.encoder if mode == "slots" else None
                 text, focus = conversational_query(self.store, encoder, self.reranker, query, thread, mode, self.dim)
             if mode == "fuse" and text != query:  # an empty thread joins nothing: one plain search
-                searches = [(t, self._query_vector(t, method)) for t in (query, text)]
-                return run_fused_search(self.store, self.retrieval, self.reranker, searches, space, k=k, filters=filters,
-                                        method=method, offset=offset)
+                alone, joined = ((t, self._query_vector(t, method)) for t in (query, text))
+                return run_fused_search(self.store, self.retrieval, self.reranker, alone, joined, space, k=k,
+                                        filters=filters, method=method, offset=offset)
             qv = self._query_vector(text, method)
             return run_search(
                 self.store, self.retrieval, self.reranker, text, qv, space, k=k, filters=filters, method=method,

@@ -90,7 +90,8 @@ def run_fused_search(
     store: MemoryStore,
     config: RetrievalConfig,
     reranker: Reranker | None,
-    searches: Sequence[tuple[str, np.ndarray]],
+    alone: tuple[str, np.ndarray],
+    joined: tuple[str, np.ndarray],
     space: ns.Namespace,
     *,
     k: int,
@@ -98,8 +99,8 @@ def run_fused_search(
     method: str,
     offset: int,
 ) -> list[Hit]:
-    """``fuse``: each ``(text, vector)`` searched (the query alone, then joined to the thread),
-    their best ``FUSE_DEPTH * (k + offset)`` merged by :func:`fuse_rankings`.
+    """``fuse``: the query ``alone`` and ``joined`` to the thread, each a ``(text, vector)``
+    searched, their best ``FUSE_DEPTH * (k + offset)`` merged by :func:`fuse_rankings`.
 
     Both searches read one snapshot. No focus: the thread is in the joined text. A hit's
     ``score`` is its fused score; ``signals["fuse"]`` holds its rank in each search (0: absent)
@@ -107,22 +108,20 @@ def run_fused_search(
     """
     depth = FUSE_DEPTH * (k + offset)
     with store.reading():
-        runs = [
+        first, second = (
             run_search(store, config, reranker, text, vector, space, k=depth, filters=filters, method=method, offset=0,
                        focus=np.zeros_like(vector))
-            for text, vector in searches
-        ]
-    ranks = [{h.id: r for r, h in enumerate(hits, start=1)} for hits in runs]
-    first: dict[int, Hit] = {}
-    for hits in runs:
-        for h in hits:
-            first.setdefault(h.id, h)  # the query alone's hit where it has one
-    fused = fuse_rankings(*[[h.id for h in hits] for hits in runs])[offset : offset + k]
-    names = ("alone", "with_thread")
+            for text, vector in (alone, joined)
+        )
+    rank_alone = {h.id: r for r, h in enumerate(first, start=1)}
+    rank_joined = {h.id: r for r, h in enumerate(second, start=1)}
+    hit = {h.id: h for h in [*second, *first]}  # the query alone's hit where it has one
     return [
-        replace(first[i], score=score,
-                signals={**first[i].signals, "fuse": {f"rank_{n}": float(r.get(i, 0)) for n, r in zip(names, ranks)}})
-        for i, score in fused
+        replace(hit[i], score=score, signals={
+            **hit[i].signals,
+            "fuse": {"rank_alone": float(rank_alone.get(i, 0)), "rank_with_thread": float(rank_joined.get(i, 0))},
+        })
+        for i, score in fuse_rankings([h.id for h in first], [h.id for h in second])[offset : offset + k]
     ]
 
 
